@@ -1,0 +1,59 @@
+"""User-facing errors: each one says what went wrong in words a user can act on.
+
+The UI, the REST API and the CLI all catch ``EaselError`` at their boundary and show ``str(error)``;
+``InvalidRequest`` additionally carries the field name so the API can answer 422 with a ``loc``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class EaselError(Exception):
+    """Base class for errors whose message is meant for the user."""
+
+
+class InvalidRequest(EaselError, ValueError):
+    """A request field is out of range or malformed; ``field`` names it as the user typed it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class ModelNotFound(EaselError, LookupError):
+    """A name (checkpoint, VAE, sampler...) that matches nothing on disk or in the known lists."""
+
+    def __init__(self, field: str, name: str, known: list[str] | None = None) -> None:
+        self.field = field
+        self.name = name
+        hint = ""
+        if known:
+            shown = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "")
+            hint = f" (known: {shown})"
+        super().__init__(f"{field}: '{name}' not found{hint}")
+
+
+class ModelLoadError(EaselError):
+    """A weights file could not be read or understood; names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"cannot load {self.path.name}: {reason}")
+
+
+class JobCancelled(EaselError):
+    """Raised inside the worker when the job's owner interrupted it; never shown as a failure."""
+
+    def __init__(self) -> None:
+        super().__init__("interrupted")
+
+
+class GenerationFailed(EaselError):
+    """Generation started but could not finish (out of memory, NaN output, disk full...)."""
+
+
+class QueueFull(EaselError):
+    """The queue is at its bound; the caller should retry later."""

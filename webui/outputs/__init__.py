@@ -1,0 +1,1 @@
+"""Outputs: atomic image saves, A1111 infotext writing and parsing."""

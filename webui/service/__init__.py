@@ -1,0 +1,1 @@
+"""The generation service: a FIFO job queue and the single worker that owns the device."""

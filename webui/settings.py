@@ -1,0 +1,141 @@
+"""Paths and flags: everything the user can set on the command line, gathered in one frozen object.
+
+Folders are named as in A1111 (``models/Stable-diffusion``, ``models/VAE``...) so users can point Easel at the
+models they already have, either folder by folder or with ``--models-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from webui.types import Limits
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+MEMORY_MODES = ("none", "model-offload", "sequential-offload")
+ATTENTION = ("sdpa", "xformers")
+VAE_TILING = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class Settings:
+    models_dir: Path = ROOT / "models"
+    ckpt_dir: Path | None = None
+    vae_dir: Path | None = None
+    lora_dir: Path | None = None
+    controlnet_dir: Path | None = None
+    embeddings_dir: Path | None = None
+    outputs_dir: Path = ROOT / "outputs"
+    cache_dir: Path | None = None
+    checkpoint: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 7860
+    device: str = "auto"
+    precision: str = "auto"
+    memory_mode: str = "none"
+    attention: str = "sdpa"
+    vae_tiling: str = "auto"
+    no_half_vae: bool = False
+    max_queue: int = 64
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def checkpoints_path(self) -> Path:
+        return self.ckpt_dir or self.models_dir / "Stable-diffusion"
+
+    @property
+    def vae_path(self) -> Path:
+        return self.vae_dir or self.models_dir / "VAE"
+
+    @property
+    def lora_path(self) -> Path:
+        return self.lora_dir or self.models_dir / "Lora"
+
+    @property
+    def controlnet_path(self) -> Path:
+        return self.controlnet_dir or self.models_dir / "ControlNet"
+
+    @property
+    def embeddings_path(self) -> Path:
+        return self.embeddings_dir or self.models_dir / "embeddings"
+
+    @property
+    def vae_approx_path(self) -> Path:
+        return self.models_dir / "VAE-approx"
+
+    @property
+    def cache_path(self) -> Path:
+        """Where hashes and other derived data live; next to the models so it travels with them."""
+        return self.cache_dir or self.models_dir / ".easel-cache"
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by ``app.py`` and the ``generate`` command."""
+    paths = parser.add_argument_group("folders")
+    paths.add_argument("--models-dir", type=Path, default=Settings.models_dir, help="root of the model folders")
+    paths.add_argument("--ckpt-dir", type=Path, help="checkpoints (default: MODELS/Stable-diffusion)")
+    paths.add_argument("--vae-dir", type=Path, help="VAEs (default: MODELS/VAE)")
+    paths.add_argument("--lora-dir", type=Path, help="LoRAs (default: MODELS/Lora)")
+    paths.add_argument("--controlnet-dir", type=Path, help="ControlNet models (default: MODELS/ControlNet)")
+    paths.add_argument("--embeddings-dir", type=Path, help="textual-inversion embeddings (default: MODELS/embeddings)")
+    paths.add_argument("--outputs-dir", type=Path, default=Settings.outputs_dir, help="where images are saved")
+    paths.add_argument("--cache-dir", type=Path, help="hash cache and derived data (default: MODELS/.easel-cache)")
+    parser.add_argument("--checkpoint", "--ckpt", help="checkpoint to load at start (title, file name or hash)")
+    dev = parser.add_argument_group("device")
+    dev.add_argument("--device", choices=DEVICES, default="auto", help="compute device (auto: CUDA, then MPS, then CPU)")
+    dev.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto: fp16 on CUDA (bf16 if supported), fp32 on CPU")
+    dev.add_argument("--memory-mode", choices=MEMORY_MODES, default="none", help="offload weights to RAM to save VRAM")
+    dev.add_argument("--attention", choices=ATTENTION, default="sdpa", help="attention kernel (xformers needs the gpu extra)")
+    dev.add_argument("--vae-tiling", choices=VAE_TILING, default="auto", help="decode large images in tiles (auto: above 1536 px)")
+    dev.add_argument("--no-half-vae", action="store_true", help="always run the VAE in fp32")
+    lim = parser.add_argument_group("limits")
+    lim.add_argument("--max-steps", type=int, default=Limits.max_steps)
+    lim.add_argument("--max-size", type=int, default=Limits.max_size, help="largest width or height")
+    lim.add_argument("--max-batch-size", type=int, default=Limits.max_batch_size)
+    lim.add_argument("--max-batch-count", type=int, default=Limits.max_batch_count)
+    lim.add_argument("--max-queue", type=int, default=Settings.max_queue, help="jobs waiting before new ones are refused")
+
+
+def from_args(args: argparse.Namespace) -> Settings:
+    limits = Limits(
+        max_steps=args.max_steps,
+        max_size=args.max_size,
+        max_pixels=max(args.max_size, Limits.max_size) ** 2,
+        max_batch_size=args.max_batch_size,
+        max_batch_count=args.max_batch_count,
+    )
+    extra = {k: getattr(args, k) for k in ("host", "port") if hasattr(args, k)}
+    return Settings(
+        models_dir=args.models_dir,
+        ckpt_dir=args.ckpt_dir,
+        vae_dir=args.vae_dir,
+        lora_dir=args.lora_dir,
+        controlnet_dir=args.controlnet_dir,
+        embeddings_dir=args.embeddings_dir,
+        outputs_dir=args.outputs_dir,
+        cache_dir=args.cache_dir,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        precision=args.precision,
+        memory_mode=args.memory_mode,
+        attention=args.attention,
+        vae_tiling=args.vae_tiling,
+        no_half_vae=args.no_half_vae,
+        max_queue=args.max_queue,
+        limits=limits,
+        **extra,
+    )
+
+
+def parse(argv: Sequence[str] | None = None, *, prog: str = "easel") -> Settings:
+    parser = argparse.ArgumentParser(prog=prog)
+    add_arguments(parser)
+    return from_args(parser.parse_args(argv))

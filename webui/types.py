@@ -1,0 +1,238 @@
+"""The request, event and result types that the UI, the API and the CLI all speak.
+
+Field names follow A1111's API (``cfg_scale``, ``n_iter``, ``inpainting_fill``...) so the compatibility
+layer is a thin rename, and every range check lives here once: a bad value fails the same way from any door.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from webui import samplers
+from webui.errors import InvalidRequest
+
+SEED_MAX = 2**32 - 1
+MAX_PROMPT_CHARS = 20_000
+
+
+class Mode(str, Enum):
+    TXT2IMG = "txt2img"
+    IMG2IMG = "img2img"
+    INPAINT = "inpaint"
+
+
+class ResizeMode(int, Enum):
+    JUST_RESIZE = 0
+    CROP_AND_RESIZE = 1
+    RESIZE_AND_FILL = 2
+
+
+RESIZE_MODE_LABELS = {
+    ResizeMode.JUST_RESIZE: "Just resize",
+    ResizeMode.CROP_AND_RESIZE: "Crop and resize",
+    ResizeMode.RESIZE_AND_FILL: "Resize and fill",
+}
+
+
+class MaskedContent(int, Enum):
+    FILL = 0
+    ORIGINAL = 1
+    LATENT_NOISE = 2
+    LATENT_NOTHING = 3
+
+
+MASKED_CONTENT_LABELS = {
+    MaskedContent.FILL: "fill",
+    MaskedContent.ORIGINAL: "original",
+    MaskedContent.LATENT_NOISE: "latent noise",
+    MaskedContent.LATENT_NOTHING: "latent nothing",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Server-side bounds; flags can lower or raise them, requests can never exceed them."""
+
+    max_steps: int = 150
+    min_size: int = 64
+    max_size: int = 2048
+    max_pixels: int = 2048 * 2048
+    max_batch_size: int = 8
+    max_batch_count: int = 100
+    max_images: int = 100
+
+
+DEFAULT_LIMITS = Limits()
+
+# (low, high, inclusive-low) for the numeric fields whose bounds do not depend on flags.
+_FIXED_RANGES: dict[str, tuple[float, float]] = {
+    "cfg_scale": (1.0, 30.0),
+    "clip_skip": (1, 12),
+    "mask_blur": (0, 64),
+    "inpaint_full_res_padding": (0, 256),
+}
+
+
+class GenerationRequest(BaseModel):
+    """One user request: what to draw and how. Validated on construction; errors name the field."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", validate_assignment=False)
+
+    mode: Mode = Mode.TXT2IMG
+    prompt: str = ""
+    negative_prompt: str = ""
+    sampler_name: str = samplers.DEFAULT_SAMPLER
+    scheduler: str = "Automatic"
+    steps: int = 20
+    cfg_scale: float = 7.0
+    seed: int = -1
+    width: int = 512
+    height: int = 512
+    batch_size: int = 1
+    n_iter: int = 1
+    clip_skip: int = 1
+    checkpoint: str | None = None
+    # img2img / inpaint
+    init_image: Image.Image | None = None
+    denoising_strength: float = 0.75
+    resize_mode: ResizeMode = ResizeMode.JUST_RESIZE
+    # inpaint
+    mask: Image.Image | None = None
+    mask_blur: int = 4
+    inpainting_fill: MaskedContent = MaskedContent.ORIGINAL
+    inpaint_full_res: bool = False
+    inpaint_full_res_padding: int = 32
+    inpainting_mask_invert: bool = False
+    # output
+    save_images: bool = True
+
+    @field_validator("prompt", "negative_prompt")
+    @classmethod
+    def _prompt_length(cls, value: str) -> str:
+        if len(value) > MAX_PROMPT_CHARS:
+            raise ValueError(f"must be at most {MAX_PROMPT_CHARS} characters, got {len(value)}")
+        return value
+
+    @field_validator("cfg_scale", "denoising_strength")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerationRequest:
+        for name, (low, high) in _FIXED_RANGES.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise InvalidRequest(name, f"must be between {low:g} and {high:g}, got {value:g}")
+        if not (self.seed == -1 or 0 <= self.seed <= SEED_MAX):
+            raise InvalidRequest("seed", f"must be -1 (random) or between 0 and {SEED_MAX}, got {self.seed}")
+        if not 0.0 < self.denoising_strength <= 1.0:
+            raise InvalidRequest("denoising_strength", f"must be in (0, 1], got {self.denoising_strength:g}")
+        samplers.resolve(self.sampler_name, self.scheduler)
+        if self.mode is not Mode.TXT2IMG and self.init_image is None:
+            raise InvalidRequest("init_image", f"an input image is required for {self.mode.value}")
+        if self.mode is Mode.INPAINT:
+            if self.mask is None:
+                raise InvalidRequest("mask", "a mask image is required for inpaint")
+            assert self.init_image is not None
+            if self.mask.size != self.init_image.size:
+                raise InvalidRequest(
+                    "mask",
+                    f"must be the size of the input image {self.init_image.size[0]}x{self.init_image.size[1]}, "
+                    f"got {self.mask.size[0]}x{self.mask.size[1]}",
+                )
+        return self
+
+    def check_limits(self, limits: Limits) -> None:
+        """Bounds that the server's flags set; the service calls this before queueing."""
+        if not 1 <= self.steps <= limits.max_steps:
+            raise InvalidRequest("steps", f"must be between 1 and {limits.max_steps}, got {self.steps}")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value % 8 or not limits.min_size <= value <= limits.max_size:
+                raise InvalidRequest(
+                    name, f"must be a multiple of 8 between {limits.min_size} and {limits.max_size}, got {value}"
+                )
+        if self.width * self.height > limits.max_pixels:
+            raise InvalidRequest(
+                "width", f"width x height must be at most {limits.max_pixels} pixels, got {self.width * self.height}"
+            )
+        if not 1 <= self.batch_size <= limits.max_batch_size:
+            raise InvalidRequest("batch_size", f"must be between 1 and {limits.max_batch_size}, got {self.batch_size}")
+        if not 1 <= self.n_iter <= limits.max_batch_count:
+            raise InvalidRequest("n_iter", f"must be between 1 and {limits.max_batch_count}, got {self.n_iter}")
+        if self.batch_size * self.n_iter > limits.max_images:
+            raise InvalidRequest(
+                "n_iter", f"batch_size x n_iter must be at most {limits.max_images}, got {self.batch_size * self.n_iter}"
+            )
+
+    @classmethod
+    def build(cls, **fields: Any) -> GenerationRequest:
+        """Construct from loose input, turning pydantic's errors into one ``InvalidRequest`` naming the field."""
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            cause = err.get("ctx", {}).get("error")
+            if isinstance(cause, InvalidRequest):
+                raise cause from None
+            name = ".".join(str(p) for p in err["loc"]) or "request"
+            message = err["msg"].removeprefix("Value error, ")
+            raise InvalidRequest(name, f"{message}, got {err.get('input')!r}"[:300]) from None
+
+
+@dataclass
+class Progress:
+    """One progress event: sent after each denoising step and when the job's state changes."""
+
+    job_id: str
+    state: str  # queued | running | done | failed | cancelled
+    step: int = 0
+    total_steps: int = 0
+    image_index: int = 0
+    image_count: int = 0
+    eta_seconds: float | None = None
+    queue_position: int = 0
+    preview: Image.Image | None = None
+    message: str = ""
+    timestamp: float = field(default_factory=time.time)
+
+    @property
+    def fraction(self) -> float:
+        if self.state == "done":
+            return 1.0
+        if not self.total_steps or not self.image_count:
+            return 0.0
+        done = self.image_index * self.total_steps + self.step
+        return min(1.0, done / (self.image_count * self.total_steps))
+
+
+@dataclass
+class GeneratedImage:
+    image: Image.Image
+    seed: int
+    infotext: str
+    path: Path | None = None
+
+
+@dataclass
+class GenerationResult:
+    job_id: str
+    request: GenerationRequest
+    images: list[GeneratedImage]
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [img.path for img in self.images if img.path is not None]

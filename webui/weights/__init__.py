@@ -1,0 +1,1 @@
+"""Weights on disk: the model registry, hashes, format sniffing, architecture detection and offline loading."""
