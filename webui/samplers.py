@@ -37,29 +37,75 @@ class ScheduleType:
 
 
 SAMPLERS: tuple[Sampler, ...] = (
-    Sampler("DPM++ 2M", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2},
-            ("k_dpmpp_2m",), default_schedule="Karras"),
-    Sampler("DPM++ SDE", "DPMSolverSDEScheduler", {}, ("k_dpmpp_sde",), default_schedule="Karras",
-            second_order=True, stochastic=True),
-    Sampler("DPM++ 2M SDE", "DPMSolverMultistepScheduler",
-            {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}, ("k_dpmpp_2m_sde",),
-            default_schedule="Exponential", stochastic=True),
-    Sampler("DPM++ 2M SDE Heun", "DPMSolverMultistepScheduler",
-            {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "solver_type": "heun"},
-            ("k_dpmpp_2m_sde_heun",), default_schedule="Exponential", stochastic=True),
-    Sampler("DPM++ 2S a", "DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2},
-            ("k_dpmpp_2s_a",), default_schedule="Karras", second_order=True),
-    Sampler("DPM++ 3M SDE", "DPMSolverMultistepScheduler",
-            {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}, ("k_dpmpp_3m_sde",),
-            default_schedule="Exponential", stochastic=True),
-    Sampler("Euler a", "EulerAncestralDiscreteScheduler", {}, ("k_euler_a", "k_euler_ancestral"),
-            sigma_schedules=(), stochastic=True),
+    Sampler(
+        "DPM++ 2M",
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2},
+        ("k_dpmpp_2m",),
+        default_schedule="Karras",
+    ),
+    Sampler(
+        "DPM++ SDE",
+        "DPMSolverSDEScheduler",
+        {},
+        ("k_dpmpp_sde",),
+        default_schedule="Karras",
+        second_order=True,
+        stochastic=True,
+    ),
+    Sampler(
+        "DPM++ 2M SDE",
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
+        ("k_dpmpp_2m_sde",),
+        default_schedule="Exponential",
+        stochastic=True,
+    ),
+    Sampler(
+        "DPM++ 2M SDE Heun",
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "solver_type": "heun"},
+        ("k_dpmpp_2m_sde_heun",),
+        default_schedule="Exponential",
+        stochastic=True,
+    ),
+    Sampler(
+        "DPM++ 2S a",
+        "DPMSolverSinglestepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2},
+        ("k_dpmpp_2s_a",),
+        default_schedule="Karras",
+        second_order=True,
+    ),
+    Sampler(
+        "DPM++ 3M SDE",
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
+        ("k_dpmpp_3m_sde",),
+        default_schedule="Exponential",
+        stochastic=True,
+    ),
+    Sampler(
+        "Euler a",
+        "EulerAncestralDiscreteScheduler",
+        {},
+        ("k_euler_a", "k_euler_ancestral"),
+        sigma_schedules=(),
+        stochastic=True,
+    ),
     Sampler("Euler", "EulerDiscreteScheduler", {}, ("k_euler",)),
     Sampler("LMS", "LMSDiscreteScheduler", {}, ("k_lms",)),
     Sampler("Heun", "HeunDiscreteScheduler", {}, ("k_heun",), second_order=True),
     Sampler("DPM2", "KDPM2DiscreteScheduler", {}, ("k_dpm_2",), default_schedule="Karras", second_order=True),
-    Sampler("DPM2 a", "KDPM2AncestralDiscreteScheduler", {}, ("k_dpm_2_a",), default_schedule="Karras",
-            second_order=True, stochastic=True),
+    Sampler(
+        "DPM2 a",
+        "KDPM2AncestralDiscreteScheduler",
+        {},
+        ("k_dpm_2_a",),
+        default_schedule="Karras",
+        second_order=True,
+        stochastic=True,
+    ),
     Sampler("DDIM", "DDIMScheduler", {"set_alpha_to_one": False}, ("ddim",), sigma_schedules=()),
     Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, ("plms",), sigma_schedules=()),
     Sampler("UniPC", "UniPCMultistepScheduler", {}, ("unipc",)),
@@ -109,18 +155,24 @@ def resolve(sampler_name: str, schedule: str | None = None) -> tuple[Sampler, st
                     schedule = label
                 break
     if sampler is None:
-        raise InvalidRequest("sampler_name", f"unknown sampler '{sampler_name}' (allowed: {', '.join(sampler_names())})")
+        raise InvalidRequest(
+            "sampler_name", f"unknown sampler '{sampler_name}' (allowed: {', '.join(sampler_names())})"
+        )
 
     sched = _SCHEDULES_BY_NAME.get((schedule or "automatic").strip().lower())
     if sched is None:
-        raise InvalidRequest("scheduler", f"unknown schedule type '{schedule}' (allowed: {', '.join(schedule_labels())})")
+        raise InvalidRequest(
+            "scheduler", f"unknown schedule type '{schedule}' (allowed: {', '.join(schedule_labels())})"
+        )
     label = sampler.default_schedule if sched.label == "Automatic" else sched.label
     if label in SIGMA_SCHEDULES and label not in sampler.sigma_schedules:
         if sched.label == "Automatic":
             label = "Uniform"
         else:
             allowed = ", ".join(["Automatic", "Uniform", "SGM Uniform", *sampler.sigma_schedules])
-            raise InvalidRequest("scheduler", f"'{label}' does not apply to sampler '{sampler.name}' (allowed: {allowed})")
+            raise InvalidRequest(
+                "scheduler", f"'{label}' does not apply to sampler '{sampler.name}' (allowed: {allowed})"
+            )
     return sampler, label
 
 

@@ -90,18 +90,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     paths.add_argument("--cache-dir", type=Path, help="hash cache and derived data (default: MODELS/.easel-cache)")
     parser.add_argument("--checkpoint", "--ckpt", help="checkpoint to load at start (title, file name or hash)")
     dev = parser.add_argument_group("device")
-    dev.add_argument("--device", choices=DEVICES, default="auto", help="compute device (auto: CUDA, then MPS, then CPU)")
-    dev.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto: fp16 on CUDA (bf16 if supported), fp32 on CPU")
+    dev.add_argument(
+        "--device", choices=DEVICES, default="auto", help="compute device (auto: CUDA, then MPS, then CPU)"
+    )
+    dev.add_argument(
+        "--precision", choices=PRECISIONS, default="auto", help="auto: fp16 on CUDA (bf16 if supported), fp32 on CPU"
+    )
     dev.add_argument("--memory-mode", choices=MEMORY_MODES, default="none", help="offload weights to RAM to save VRAM")
-    dev.add_argument("--attention", choices=ATTENTION, default="sdpa", help="attention kernel (xformers needs the gpu extra)")
-    dev.add_argument("--vae-tiling", choices=VAE_TILING, default="auto", help="decode large images in tiles (auto: above 1536 px)")
+    dev.add_argument(
+        "--attention", choices=ATTENTION, default="sdpa", help="attention kernel (xformers needs the gpu extra)"
+    )
+    dev.add_argument(
+        "--vae-tiling", choices=VAE_TILING, default="auto", help="decode large images in tiles (auto: above 1536 px)"
+    )
     dev.add_argument("--no-half-vae", action="store_true", help="always run the VAE in fp32")
     lim = parser.add_argument_group("limits")
     lim.add_argument("--max-steps", type=int, default=Limits.max_steps)
     lim.add_argument("--max-size", type=int, default=Limits.max_size, help="largest width or height")
     lim.add_argument("--max-batch-size", type=int, default=Limits.max_batch_size)
     lim.add_argument("--max-batch-count", type=int, default=Limits.max_batch_count)
-    lim.add_argument("--max-queue", type=int, default=Settings.max_queue, help="jobs waiting before new ones are refused")
+    lim.add_argument(
+        "--max-queue", type=int, default=Settings.max_queue, help="jobs waiting before new ones are refused"
+    )
 
 
 def from_args(args: argparse.Namespace) -> Settings:

@@ -173,7 +173,8 @@ class GenerationRequest(BaseModel):
             raise InvalidRequest("n_iter", f"must be between 1 and {limits.max_batch_count}, got {self.n_iter}")
         if self.batch_size * self.n_iter > limits.max_images:
             raise InvalidRequest(
-                "n_iter", f"batch_size x n_iter must be at most {limits.max_images}, got {self.batch_size * self.n_iter}"
+                "n_iter",
+                f"batch_size x n_iter must be at most {limits.max_images}, got {self.batch_size * self.n_iter}",
             )
 
     @classmethod
