@@ -1,0 +1,40 @@
+"""Assemble the service from settings: the one place that wires device, weights, engine and queue together."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from webui.outputs.saving import cleanup_temp_files
+from webui.service.service import GenerationService
+from webui.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def force_offline() -> None:
+    """Easel never downloads: make every Hugging Face library refuse the network before it is imported."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DIFFUSERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ[var] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def create_service(settings: Settings, *, start: bool = True) -> GenerationService:
+    force_offline()
+    # Heavy imports happen here, at composition time, never at module import.
+    from webui.pipeline.device import choose
+    from webui.pipeline.engine import Engine
+    from webui.weights.manager import WeightsManager
+
+    settings.outputs_dir.mkdir(parents=True, exist_ok=True)
+    removed = cleanup_temp_files(settings.outputs_dir)
+    if removed:
+        log.warning("removed %d half-written file(s) left in %s by an earlier crash", removed, settings.outputs_dir)
+    device = choose(settings)
+    weights = WeightsManager(settings, device)
+    weights.refresh()
+    engine = Engine(device, weights, vae_tiling=settings.vae_tiling)
+    service = GenerationService(settings, engine)
+    log.info("device: %s; %d checkpoint(s) in %s", device.label, len(weights.checkpoints.list()), settings.checkpoints_path)
+    return service.start() if start else service

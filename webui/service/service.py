@@ -1,0 +1,194 @@
+"""The generation service: the one object the UI, the API and the CLI talk to.
+
+A FIFO queue feeds a single worker thread, which alone touches the device and the loaded weights. Every
+request is validated before it is queued, so a bad request fails at once and never reaches the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from webui.errors import EaselError, GenerationFailed, InvalidRequest, JobCancelled, QueueFull
+from webui.outputs.saving import save_image
+from webui.service.jobs import Job
+from webui.settings import Settings
+from webui.types import GenerationRequest, GenerationResult
+
+log = logging.getLogger(__name__)
+
+_KEEP_FINISHED = 256  # finished jobs remembered for status queries; older ones are forgotten
+
+
+class GenerationService:
+    def __init__(self, settings: Settings, engine: Any) -> None:
+        """``engine`` is a ``webui.pipeline.engine.Engine``; tests may pass any object with ``generate``."""
+        self.settings = settings
+        self.engine = engine
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._current: Job | None = None
+        self.preview_every = 4
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> GenerationService:
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._work, name="easel-worker", daemon=True)
+            self._worker.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._worker is not None:
+            for job in self.pending():
+                job.cancel()
+            if self._current is not None:
+                self._current.cancel()
+            self._queue.put(None)
+            self._worker.join(timeout)
+            self._worker = None
+
+    # -- submitting ----------------------------------------------------------------------------------
+    def submit(self, request: GenerationRequest, owner: str | None = None) -> Job:
+        """Validate against the server's limits and queue; raises ``InvalidRequest`` or ``QueueFull`` at once."""
+        request.check_limits(self.settings.limits)
+        if request.checkpoint:
+            self.engine.weights.checkpoints.get(request.checkpoint)  # unknown name: ModelNotFound now, not later
+        job = Job(request=request, run=self._run_generation, owner=owner)
+        return self._enqueue(job)
+
+    def submit_task(self, kind: str, run: Callable[[Job], Any], owner: str | None = None) -> Job:
+        """Queue other device work (loading a checkpoint) so it never races a generation."""
+        return self._enqueue(Job(request=None, run=run, owner=owner, kind=kind))
+
+    def generate(self, request: GenerationRequest, owner: str | None = None, timeout: float | None = None):
+        """Submit and wait: the blocking call that the CLI and the A1111 API use."""
+        return self.submit(request, owner).wait(timeout)
+
+    def _enqueue(self, job: Job) -> Job:
+        with self._lock:
+            waiting = sum(1 for j in self._jobs.values() if j.state == "queued")
+            if waiting >= self.settings.max_queue:
+                raise QueueFull(f"the queue is full ({waiting} jobs waiting); try again later")
+            self._jobs[job.id] = job
+            job.publish(queue_position=waiting + 1)
+            self._forget_old()
+        self._queue.put(job)
+        return job
+
+    def _forget_old(self) -> None:
+        finished = [jid for jid, j in self._jobs.items() if j.finished is not None]
+        for jid in finished[: max(0, len(finished) - _KEEP_FINISHED)]:
+            del self._jobs[jid]
+
+    # -- queries and control -------------------------------------------------------------------------
+    def job(self, job_id: str) -> Job:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise InvalidRequest("job_id", f"no job '{job_id}'")
+        return job
+
+    def pending(self) -> list[Job]:
+        with self._lock:
+            return [j for j in self._jobs.values() if j.state == "queued"]
+
+    @property
+    def current(self) -> Job | None:
+        return self._current
+
+    def cancel(self, job_id: str, owner: str | None = None) -> Job:
+        """Cancel one job; with owners in play, only the job's owner may cancel it."""
+        job = self.job(job_id)
+        if job.owner is not None and owner != job.owner:
+            raise PermissionError("this job belongs to another user")
+        job.cancel()
+        return job
+
+    # -- the worker ----------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if job.cancel_requested:
+                self._finish(job, "cancelled")
+                continue
+            self._current = job
+            job.started = time.time()
+            job.publish(state="running", queue_position=0)
+            self._update_queue_positions()
+            try:
+                job.result = job.run(job)
+            except JobCancelled:
+                self._finish(job, "cancelled", message="interrupted")
+            except EaselError as exc:
+                job.error = exc
+                self._finish(job, "failed", message=str(exc))
+            except Exception as exc:  # the worker must survive anything a job throws
+                log.exception("job %s failed", job.id)
+                job.error = GenerationFailed(_describe_failure(exc))
+                self._finish(job, "failed", message=str(job.error))
+            else:
+                self._finish(job, "done")
+            finally:
+                self._current = None
+
+    def _finish(self, job: Job, state: str, message: str = "") -> None:
+        job.finished = time.time()
+        job.publish(state=state, message=message, preview=None)
+
+    def _update_queue_positions(self) -> None:
+        for position, job in enumerate(self.pending(), start=1):
+            job.publish(queue_position=position)
+
+    def _run_generation(self, job: Job) -> GenerationResult:
+        request = job.request
+        assert request is not None
+        started = time.perf_counter()
+        result = GenerationResult(job_id=job.id, request=request, images=[])
+        steps_started = time.perf_counter()
+        images_total = request.n_iter
+
+        def on_step(info: Any) -> None:
+            job.raise_if_cancelled()
+            done = info.iteration * info.total_steps + info.step
+            total = images_total * info.total_steps
+            elapsed = time.perf_counter() - steps_started
+            eta = elapsed / done * (total - done) if done else None
+            preview = None
+            if self.preview_every and (info.step % self.preview_every == 0 or info.step == info.total_steps):
+                preview = info.preview()
+            job.publish(
+                step=info.step,
+                total_steps=info.total_steps,
+                image_index=info.iteration,
+                image_count=images_total,
+                eta_seconds=eta,
+                **({"preview": preview} if preview is not None else {}),
+            )
+
+        for generated, notes in self.engine.generate(request, on_step):
+            job.raise_if_cancelled()
+            if request.save_images:
+                generated.path = save_image(
+                    generated.image, self.settings.outputs_dir, request.mode, generated.seed, generated.infotext
+                )
+            result.images.append(generated)
+            result.notes = notes
+        result.seconds = time.perf_counter() - started
+        return result
+
+
+def _describe_failure(exc: Exception) -> str:
+    """Name the failure in user terms; out-of-memory gets its own advice."""
+    text = str(exc) or type(exc).__name__
+    if "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
+        return f"out of memory: {text.splitlines()[0]} (try a smaller size or batch, or --memory-mode model-offload)"
+    return f"generation failed: {type(exc).__name__}: {text.splitlines()[0]}"
