@@ -1,0 +1,436 @@
+"""A1111 infotext: exact writing, key order, quoting, parsing other tools' texts, round trips, reading from files."""
+
+from __future__ import annotations
+
+import io
+import random
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from webui import samplers
+from webui.outputs.infotext import (
+    PARSE_DEFAULTS,
+    decode_user_comment,
+    format_infotext,
+    infotext_for,
+    parse_infotext,
+    read_infotext,
+    request_fields_from_infotext,
+)
+from webui.outputs.saving import save_image
+from webui.types import GenerationRequest, MaskedContent, Mode
+
+# Section 4 of the compatibility reference, verbatim.
+A1111_EXAMPLE = (
+    "masterpiece, 1girl, (blue eyes:1.2), <lora:add_detail:0.7>\n"
+    "Negative prompt: easynegative, lowres\n"
+    "Steps: 25, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1234567890, Size: 512x768, "
+    "Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, VAE hash: 735e4c3a44, "
+    "VAE: vae-ft-mse-840000-ema-pruned.safetensors, Denoising strength: 0.45, Clip skip: 2, Hires upscale: 2, "
+    'Hires steps: 15, Hires upscaler: Latent, Lora hashes: "add_detail: 7c6bad76eb54", '
+    'TI hashes: "easynegative: c74b4e810b03", Version: v1.10.1'
+)
+
+FORGE_EXAMPLE = (
+    "score_9, score_8_up, 1girl, <lora:detail:0.8>\n"
+    "Negative prompt: worst quality\n"
+    "Steps: 30, Sampler: Euler a, Schedule type: Automatic, CFG scale: 5.5, Seed: 42, Size: 832x1216, "
+    'Model hash: 1234567890, Model: ponyDiffusionV6XL, Lora hashes: "detail: abcdef123456, style: 0123456789ab", '
+    "Hires Module 1: Use same choices, Hires CFG Scale: 5.5, Hires upscale: 1.5, Hires steps: 10, "
+    "Hires upscaler: 4x-UltraSharp, Version: f2.0.1v1.10.1-previous-519-g44eb4ea8, Module 1: sdxl_vae"
+)
+
+
+def _image(size: tuple[int, int] = (64, 64), mode: str = "RGB") -> Image.Image:
+    return Image.new(mode, size, 128)
+
+
+def _txt2img(**overrides) -> GenerationRequest:
+    fields = dict(prompt="a cat, best quality", negative_prompt="blurry", steps=20, width=512, height=768)
+    fields.update(overrides)
+    return GenerationRequest.build(**fields)
+
+
+def _inpaint(**overrides) -> GenerationRequest:
+    fields = dict(
+        mode=Mode.INPAINT,
+        prompt="a dog",
+        init_image=_image(),
+        mask=_image(mode="L"),
+        denoising_strength=0.6,
+        mask_blur=8,
+        inpainting_fill=MaskedContent.LATENT_NOISE,
+        inpaint_full_res=True,
+        inpaint_full_res_padding=48,
+        inpainting_mask_invert=True,
+    )
+    fields.update(overrides)
+    return GenerationRequest.build(**fields)
+
+
+def _write(request: GenerationRequest, seed: int = 1234, **kwargs) -> str:
+    sampler, schedule = samplers.resolve(request.sampler_name, request.scheduler)
+    args = dict(model_name="v1-5-pruned-emaonly", model_hash="6ce0161689", version="0.1.0")
+    args.update(kwargs)
+    return infotext_for(request, seed=seed, sampler=sampler.name, schedule=schedule, **args)
+
+
+# -- writing ---------------------------------------------------------------------------------------------------
+
+
+def test_txt2img_infotext_exact() -> None:
+    text = _write(_txt2img(clip_skip=2))
+    assert text == (
+        "a cat, best quality\n"
+        "Negative prompt: blurry\n"
+        "Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1234, Size: 512x768, "
+        "Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Clip skip: 2, RNG: CPU, Version: easel-0.1.0"
+    )
+
+
+def test_img2img_infotext_exact_with_vae_and_extra() -> None:
+    request = GenerationRequest.build(
+        mode=Mode.IMG2IMG, prompt="a house", init_image=_image(), cfg_scale=7.5, denoising_strength=0.45
+    )
+    text = _write(
+        request, seed=7, vae_name="vae-ft-mse.safetensors", vae_hash="735e4c3a44", extra={"Emphasis": "Original"}
+    )
+    assert text == (
+        "a house\n"
+        "Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.5, Seed: 7, Size: 512x512, "
+        "Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, VAE hash: 735e4c3a44, VAE: vae-ft-mse.safetensors, "
+        "Denoising strength: 0.45, RNG: CPU, Emphasis: Original, Version: easel-0.1.0"
+    )
+
+
+def test_inpaint_infotext_exact() -> None:
+    text = _write(_inpaint(), seed=99, model_hash=None)
+    assert text == (
+        "a dog\n"
+        "Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 99, Size: 512x512, "
+        "Model: v1-5-pruned-emaonly, Denoising strength: 0.6, RNG: CPU, Mask blur: 8, Inpaint area: Only masked, "
+        "Masked area padding: 48, Masked content: latent noise, Mask mode: Inpaint not masked, Version: easel-0.1.0"
+    )
+
+
+def test_inpaint_defaults_left_to_the_parser() -> None:
+    text = _write(_inpaint(inpaint_full_res=False, inpaint_full_res_padding=32, inpainting_mask_invert=False))
+    assert "Inpaint area" not in text
+    assert "Masked area padding" not in text
+    assert "Mask mode" not in text
+    assert "Mask blur: 8, Masked content: latent noise, Version" in text
+
+
+def test_txt2img_has_no_img2img_keys() -> None:
+    text = _write(_txt2img())
+    for key in ("Denoising strength", "Mask blur", "Masked content", "Clip skip"):
+        assert key not in text
+
+
+def test_format_reproduces_reference_example_from_scrambled_params() -> None:
+    params = {
+        "Version": "v1.10.1",
+        "Hires upscale": 2,
+        "Clip skip": 2,
+        "Seed": 1234567890,
+        "Hires steps": 15,
+        "Steps": 25,
+        "VAE": "vae-ft-mse-840000-ema-pruned.safetensors",
+        "Hires upscaler": "Latent",
+        "Sampler": "DPM++ 2M",
+        "CFG scale": 7.0,
+        "Lora hashes": "add_detail: 7c6bad76eb54",
+        "Size": "512x768",
+        "Model": "v1-5-pruned-emaonly",
+        "TI hashes": "easynegative: c74b4e810b03",
+        "Denoising strength": 0.45,
+        "Model hash": "6ce0161689",
+        "Schedule type": "Karras",
+        "VAE hash": "735e4c3a44",
+        "Face restoration": None,
+    }
+    prompt, negative, _ = A1111_EXAMPLE.split("\n")
+    assert format_infotext(prompt, negative.removeprefix("Negative prompt: "), params) == A1111_EXAMPLE
+
+
+def test_key_order_fixed_then_extensions_then_version_user() -> None:
+    params = {"User": "bob", "zeta": 1, "Tiling": True, "Version": "v", "alpha": 2, "RNG": "CPU", "Steps": 3}
+    line = format_infotext("p", "", params).splitlines()[-1]
+    keys = [part.split(":")[0] for part in line.split(", ")]
+    assert keys == ["Steps", "RNG", "Tiling", "zeta", "alpha", "Version", "User"]
+
+
+@pytest.mark.parametrize(
+    ("value", "written", "read_back"),
+    [
+        ("a, b", '"a, b"', "a, b"),
+        ("k: v", '"k: v"', "k: v"),
+        ("two\nlines", '"two\\nlines"', "two\nlines"),
+        ("日本, 語", '"日本, 語"', "日本, 語"),
+        ('say "hi", ok', '"say \\"hi\\", ok"', 'say "hi", ok'),
+        ('"quoted"', '"\\"quoted\\""', '"quoted"'),
+        ("plain text", "plain text", "plain text"),
+        (7.0, "7", 7),
+        (7.5, "7.5", 7.5),
+        (0.45, "0.45", 0.45),
+        (1.0, "1", 1),
+        (True, "True", "True"),
+        (20, "20", 20),
+    ],
+)
+def test_value_formatting_and_quoting(value, written, read_back) -> None:
+    text = format_infotext("p", "", {"Steps": 1, "Extra": value, "Seed": 3})
+    assert text.splitlines()[-1] == f"Steps: 1, Seed: 3, Extra: {written}"
+    assert parse_infotext(text)["Extra"] == read_back
+
+
+def test_none_values_and_empty_negative_are_omitted() -> None:
+    text = format_infotext("p", "", {"Steps": 1, "Seed": None, "VAE": None})
+    assert text == "p\nSteps: 1"
+
+
+# -- parsing ---------------------------------------------------------------------------------------------------
+
+
+def test_parse_reference_example() -> None:
+    parsed = parse_infotext(A1111_EXAMPLE)
+    assert parsed["Prompt"] == "masterpiece, 1girl, (blue eyes:1.2), <lora:add_detail:0.7>"
+    assert parsed["Negative prompt"] == "easynegative, lowres"
+    expected = {
+        "Steps": 25,
+        "Sampler": "DPM++ 2M",
+        "Schedule type": "Karras",
+        "CFG scale": 7,
+        "Seed": 1234567890,
+        "Size-1": 512,
+        "Size-2": 768,
+        "Model hash": "6ce0161689",
+        "Model": "v1-5-pruned-emaonly",
+        "VAE hash": "735e4c3a44",
+        "VAE": "vae-ft-mse-840000-ema-pruned.safetensors",
+        "Denoising strength": 0.45,
+        "Clip skip": 2,
+        "Hires upscale": 2,
+        "Hires steps": 15,
+        "Hires upscaler": "Latent",
+        "Lora hashes": "add_detail: 7c6bad76eb54",
+        "TI hashes": "easynegative: c74b4e810b03",
+        "Version": "v1.10.1",
+    }
+    for key, value in expected.items():
+        assert parsed[key] == value, key
+    assert "Size" not in parsed
+    assert parsed["RNG"] == "GPU"  # default: A1111 drew this noise on the GPU
+
+
+def test_parse_forge_example_keeps_numeric_looking_hashes_as_text() -> None:
+    parsed = parse_infotext(FORGE_EXAMPLE)
+    assert parsed["Model hash"] == "1234567890"
+    assert parsed["Lora hashes"] == "detail: abcdef123456, style: 0123456789ab"
+    assert parsed["Hires CFG Scale"] == 5.5
+    assert parsed["Version"] == "f2.0.1v1.10.1-previous-519-g44eb4ea8"
+    assert parsed["Module 1"] == "sdxl_vae"
+    assert parsed["Clip skip"] == 1
+    fields = request_fields_from_infotext(parsed)
+    assert fields["sampler_name"] == "Euler a"
+    assert fields["cfg_scale"] == 5.5
+    assert (fields["width"], fields["height"]) == (832, 1216)
+    assert fields["checkpoint"] == "ponyDiffusionV6XL"
+
+
+def test_parse_without_negative_prompt() -> None:
+    parsed = parse_infotext("a cat\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 5, Size: 512x512")
+    assert parsed["Prompt"] == "a cat"
+    assert parsed["Negative prompt"] == ""
+    assert parsed["Seed"] == 5
+
+
+def test_parse_multiline_prompt_with_key_value_lookalikes() -> None:
+    text = (
+        "style: anime, mood: calm, light: soft\n"
+        "second line\n"
+        "Negative prompt: bad: hands,\n"
+        "more negative\n"
+        "Steps: 12, Sampler: Euler, CFG scale: 4, Seed: 5, Size: 640x512"
+    )
+    parsed = parse_infotext(text)
+    assert parsed["Prompt"] == "style: anime, mood: calm, light: soft\nsecond line"
+    assert parsed["Negative prompt"] == "bad: hands,\nmore negative"
+    assert "style" not in parsed
+    assert parsed["Steps"] == 12
+
+
+def test_parse_last_line_with_fewer_than_three_pairs_is_prompt() -> None:
+    parsed = parse_infotext("just a prompt\nwith: colons, and: two pairs")
+    assert parsed["Prompt"] == "just a prompt\nwith: colons, and: two pairs"
+    assert "with" not in parsed
+    assert {k: parsed[k] for k in PARSE_DEFAULTS} == PARSE_DEFAULTS
+
+
+def test_parse_legacy_combined_sampler_name() -> None:
+    parsed = parse_infotext("x\nSteps: 20, Sampler: DPM++ 2M SDE Karras, CFG scale: 7, Seed: 1, Size: 512x512")
+    fields = request_fields_from_infotext(parsed)
+    assert (fields["sampler_name"], fields["scheduler"]) == ("DPM++ 2M SDE", "Karras")
+
+
+def test_parse_windows_line_endings() -> None:
+    parsed = parse_infotext("a cat\r\nNegative prompt: dog\r\nSteps: 20, Sampler: Euler, Seed: 3\r\n")
+    assert (parsed["Prompt"], parsed["Negative prompt"], parsed["Seed"]) == ("a cat", "dog", 3)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "",
+        "\n\n\n",
+        "\x00\xff\ufffd",
+        "Negative prompt:",
+        '"""',
+        "Steps: ,,,:::, : : ,",
+        'a: "x, b: "y, c: "z',
+        'a: "\\", b: "\\u12", c: "\\ud800"',
+        "a: 1, b: 2x3, c: 99999999999999999999999999, d: 1e400, e: 00012",
+        "::::" * 1000,
+    ],
+)
+def test_parse_garbage_never_raises(garbage: str) -> None:
+    parsed = parse_infotext(garbage)
+    assert isinstance(parsed["Prompt"], str)
+    request_fields_from_infotext(parsed)
+
+
+def test_parse_random_garbage_never_raises() -> None:
+    rng = random.Random(0)
+    alphabet = 'ab :,"\\\n\r\t0123456789x-/.{}[]é\x00'
+    for _ in range(500):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 120)))
+        request_fields_from_infotext(parse_infotext(text))
+
+
+def test_parse_huge_line_is_fast() -> None:
+    started = time.perf_counter()
+    parse_infotext("word " * 40_000 + ",:")
+    parse_infotext(" " * 200_000 + "x")
+    assert time.perf_counter() - started < 2.0
+
+
+def test_unparseable_field_values_are_left_for_build_to_reject() -> None:
+    fields = request_fields_from_infotext(parse_infotext("p\nSteps: many, Sampler: Nope, Seed: 1, Size: 512x512"))
+    assert fields["steps"] == "many"
+    assert fields["sampler_name"] == "Nope"
+
+
+# -- round trips -----------------------------------------------------------------------------------------------
+
+
+def _round_trip(request: GenerationRequest, seed: int = 4242, **extra_fields) -> GenerationRequest:
+    parsed = parse_infotext(_write(request, seed=seed))
+    fields = request_fields_from_infotext(parsed)
+    assert fields.pop("checkpoint") == "v1-5-pruned-emaonly"
+    return GenerationRequest.build(**fields, **extra_fields)
+
+
+def _assert_same(before: GenerationRequest, after: GenerationRequest, seed: int) -> None:
+    for name in ("prompt", "negative_prompt", "steps", "cfg_scale", "width", "height", "clip_skip"):
+        assert getattr(after, name) == getattr(before, name), name
+    assert after.seed == seed
+    assert samplers.resolve(after.sampler_name, after.scheduler) == samplers.resolve(
+        before.sampler_name, before.scheduler
+    )
+
+
+def test_round_trip_txt2img() -> None:
+    before = _txt2img(
+        prompt="a photo: of, a cat\n(detailed:1.2), second line",
+        negative_prompt="ugly,\nbad: anatomy",
+        sampler_name="k_euler_a",
+        cfg_scale=6.5,
+        clip_skip=2,
+        seed=-1,
+        steps=33,
+    )
+    after = _round_trip(before)
+    _assert_same(before, after, 4242)
+
+
+def test_round_trip_img2img() -> None:
+    before = GenerationRequest.build(
+        mode=Mode.IMG2IMG,
+        prompt="a house",
+        init_image=_image(),
+        denoising_strength=0.35,
+        sampler_name="DPM++ 2M SDE",
+        scheduler="Exponential",
+        width=768,
+        height=512,
+    )
+    after = _round_trip(before, mode=Mode.IMG2IMG, init_image=_image())
+    _assert_same(before, after, 4242)
+    assert after.denoising_strength == 0.35
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"inpaint_full_res": False, "inpaint_full_res_padding": 32, "inpainting_mask_invert": False},
+        {"inpaint_full_res": False, "inpaint_full_res_padding": 0, "inpainting_fill": MaskedContent.FILL},
+        {"inpainting_fill": MaskedContent.LATENT_NOTHING, "mask_blur": 0},
+    ],
+)
+def test_round_trip_inpaint(overrides) -> None:
+    before = _inpaint(**overrides)
+    after = _round_trip(before, seed=5, mode=Mode.INPAINT, init_image=_image(), mask=_image(mode="L"))
+    _assert_same(before, after, 5)
+    for name in (
+        "denoising_strength",
+        "mask_blur",
+        "inpainting_fill",
+        "inpaint_full_res",
+        "inpaint_full_res_padding",
+        "inpainting_mask_invert",
+    ):
+        assert getattr(after, name) == getattr(before, name), name
+
+
+def test_checkpoint_hint_falls_back_to_hash() -> None:
+    fields = request_fields_from_infotext(parse_infotext("p\nSteps: 1, Seed: 2, Model hash: abcdef1234"))
+    assert fields["checkpoint"] == "abcdef1234"
+
+
+# -- reading from files ----------------------------------------------------------------------------------------
+
+
+def test_read_infotext_from_saved_png(tmp_path: Path) -> None:
+    text = _write(_txt2img(prompt="猫, a cat"))
+    path = save_image(_image(), tmp_path, Mode.TXT2IMG, 1234, text)
+    with Image.open(path) as image:
+        assert read_infotext(image) == text
+
+
+def test_read_infotext_absent() -> None:
+    buffer = io.BytesIO()
+    _image().save(buffer, format="PNG")
+    with Image.open(io.BytesIO(buffer.getvalue())) as image:
+        assert read_infotext(image) is None
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP"])
+@pytest.mark.parametrize("encoding", ["utf-16-be", "utf-16-le"])
+def test_read_infotext_from_exif_user_comment(fmt: str, encoding: str) -> None:
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9286] = b"UNICODE\0" + A1111_EXAMPLE.encode(encoding)
+    buffer = io.BytesIO()
+    _image().save(buffer, format=fmt, exif=exif)
+    with Image.open(io.BytesIO(buffer.getvalue())) as image:
+        assert read_infotext(image) == A1111_EXAMPLE
+
+
+def test_decode_user_comment_variants() -> None:
+    assert decode_user_comment(b"ASCII\0\0\0hello") == "hello"
+    assert decode_user_comment(b"UNICODE\0" + "\ufeffhi".encode("utf-16-be")) == "hi"
+    assert decode_user_comment("UNICODE\0text") == "text"
+    assert decode_user_comment(b"no prefix at all") == "no prefix at all"
