@@ -1,0 +1,136 @@
+"""Which checkpoint is loaded, on which device: load on demand, keep the old one until the new one works.
+
+Only the service's worker thread calls ``use``; the lists (``checkpoints``) are safe to read from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from webui.errors import EaselError, ModelLoadError
+from webui.pipeline.device import DeviceConfig
+from webui.settings import Settings
+from webui.weights import formats, loader
+from webui.weights.detect import Architecture
+from webui.weights.hashing import HashCache
+from webui.weights.registry import CheckpointInfo, ModelRegistry
+
+log = logging.getLogger(__name__)
+
+_TEXT_AND_UNET = ("unet", "text_encoder", "text_encoder_2")
+
+
+@dataclass
+class ActiveModel:
+    info: CheckpointInfo
+    arch: Architecture
+    components: dict[str, Any]
+    load_seconds: float
+    vae_upcast: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def scheduler_config(self) -> dict[str, Any]:
+        return dict(self.components["scheduler"].config)
+
+
+class WeightsManager:
+    def __init__(self, settings: Settings, device: DeviceConfig) -> None:
+        self.settings = settings
+        self.device = device
+        self.hash_cache = HashCache(settings.cache_path / "hashes.json")
+        self.checkpoints = ModelRegistry(settings.checkpoints_path, self.hash_cache, label="checkpoint")
+        self.active: ActiveModel | None = None
+
+    def refresh(self) -> list[CheckpointInfo]:
+        self.checkpoints.refresh()
+        return self.checkpoints.list()
+
+    def default_checkpoint(self) -> CheckpointInfo:
+        """The checkpoint used when a request names none: the flag's choice, else the first valid file."""
+        if self.settings.checkpoint:
+            return self.checkpoints.get(self.settings.checkpoint)
+        usable = [c for c in self.checkpoints.list() if c.name not in self.checkpoints.errors]
+        if not usable:
+            raise EaselError(
+                f"checkpoint: no usable checkpoint in {self.settings.checkpoints_path}; "
+                "put a .safetensors model there (or pass --ckpt-dir)"
+            )
+        return usable[0]
+
+    def use(self, query: str | None) -> ActiveModel:
+        """Return the loaded model for ``query`` (title, name or hash), loading it if needed.
+
+        On failure the file is marked invalid with its reason and the previously loaded model stays active.
+        """
+        if query is None and self.active is not None:
+            return self.active
+        info = self.checkpoints.get(query) if query else self.default_checkpoint()
+        if self.active is not None and self.active.info.path == info.path:
+            return self.active
+        try:
+            model = self._load(info)
+        except ModelLoadError as exc:
+            self.checkpoints.record_error(info, exc.reason)
+            raise
+        previous, self.active = self.active, model
+        if previous is not None:
+            self._release(previous)
+        return model
+
+    def _load(self, info: CheckpointInfo) -> ActiveModel:
+        started = time.perf_counter()
+        log.info("loading %s", info.name)
+        kind = formats.sniff(info.path)
+        if kind == "diffusers":
+            loaded = loader.load_diffusers_folder(info.path, self.device.dtype)
+        else:
+            state_dict = formats.read_state_dict(info.path)
+            loaded = loader.load_single_file(info.path, state_dict, self.device.dtype)
+            del state_dict
+            info.ensure_hash(self.hash_cache)
+        components = loaded.components
+        self._place(components, loaded.arch)
+        seconds = time.perf_counter() - started
+        log.info("loaded %s (%s) in %.1f s", info.title, loaded.arch.label, seconds)
+        return ActiveModel(info=info, arch=loaded.arch, components=components, load_seconds=seconds)
+
+    def _place(self, components: dict[str, Any], arch: Architecture) -> None:
+        """Move weights to the device in the chosen precision, or attach offload hooks (CUDA only)."""
+        dev = self.device
+        vae = components["vae"]
+        vae_dtype = dev.vae_dtype
+        if vae_dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+            vae_dtype = torch.float32  # SDXL's VAE overflows in fp16; diffusers marks it force_upcast
+        vae.to(dtype=vae_dtype)
+        for name in _TEXT_AND_UNET:
+            if name in components:
+                components[name].to(dtype=dev.dtype)
+        modules = [components[n] for n in ("text_encoder", "text_encoder_2", "unet", "vae") if n in components]
+        if dev.memory_mode == "model-offload":
+            from accelerate import cpu_offload_with_hook
+
+            hook = None
+            for module in modules:
+                _, hook = cpu_offload_with_hook(module, dev.device, prev_module_hook=hook)
+        elif dev.memory_mode == "sequential-offload":
+            from accelerate import cpu_offload
+
+            for module in modules:
+                cpu_offload(module, dev.device)
+        else:
+            for module in modules:
+                module.to(dev.device)
+        if dev.attention == "xformers":
+            components["unet"].enable_xformers_memory_efficient_attention()
+            vae.enable_xformers_memory_efficient_attention()
+
+    def _release(self, model: ActiveModel) -> None:
+        model.components.clear()
+        if self.device.device.type == "cuda":
+            torch.cuda.empty_cache()
