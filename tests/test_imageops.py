@@ -35,7 +35,7 @@ def test_crop_and_resize_keeps_the_centre_and_resize_and_fill_keeps_everything()
 def test_prepare_mask_inverts_binarises_and_grows_under_blur():
     mask = Image.new("L", (64, 64), 0)
     ImageDraw.Draw(mask).rectangle((16, 16, 47, 47), fill=200)
-    hard, soft = imageops.prepare_mask(mask, invert=False, blur=0)
+    hard, _ = imageops.prepare_mask(mask, invert=False, blur=0)
     assert set(np.unique(np.asarray(hard))) == {0, 255}
     hard_inv, _ = imageops.prepare_mask(mask, invert=True, blur=0)
     assert np.asarray(hard_inv)[0, 0] == 255 and np.asarray(hard_inv)[32, 32] == 0

@@ -112,7 +112,7 @@ def masked_region(mask: Image.Image, padding: int, width: int, height: int) -> C
 
 
 def fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:
-    """"Masked content: fill": replace masked pixels with colours diffused in from the unmasked surroundings."""
+    """ "Masked content: fill": replace masked pixels with colours diffused in from the unmasked surroundings."""
     from scipy.ndimage import gaussian_filter
 
     pixels = np.asarray(image.convert("RGB"), dtype=np.float32)

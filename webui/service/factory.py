@@ -36,5 +36,7 @@ def create_service(settings: Settings, *, start: bool = True) -> GenerationServi
     weights.refresh()
     engine = Engine(device, weights, vae_tiling=settings.vae_tiling)
     service = GenerationService(settings, engine)
-    log.info("device: %s; %d checkpoint(s) in %s", device.label, len(weights.checkpoints.list()), settings.checkpoints_path)
+    log.info(
+        "device: %s; %d checkpoint(s) in %s", device.label, len(weights.checkpoints.list()), settings.checkpoints_path
+    )
     return service.start() if start else service

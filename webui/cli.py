@@ -1,0 +1,102 @@
+"""The headless ``generate`` command: same service, same validation, prints the saved paths (for scripts, benchmarks)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from webui import samplers
+from webui import settings as settings_mod
+from webui.errors import EaselError
+from webui.types import GenerationRequest
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="easel generate", description="Generate images without the web UI.")
+    parser.add_argument("--mode", choices=["txt2img", "img2img", "inpaint"], default="txt2img")
+    parser.add_argument("--prompt", "-p", default="")
+    parser.add_argument("--negative-prompt", "-n", default="")
+    parser.add_argument("--sampler", default=samplers.DEFAULT_SAMPLER, help=", ".join(samplers.sampler_names()))
+    parser.add_argument("--scheduler", default="Automatic", help=", ".join(samplers.schedule_labels()))
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--cfg-scale", type=float, default=7.0)
+    parser.add_argument("--seed", type=int, default=-1)
+    parser.add_argument("--width", "-W", type=int, default=512)
+    parser.add_argument("--height", "-H", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--batch-count", type=int, default=1)
+    parser.add_argument("--clip-skip", type=int, default=1)
+    parser.add_argument("--model", help="checkpoint for this run (title, name or hash)")
+    parser.add_argument("--init-image", type=Path, help="input image (img2img, inpaint)")
+    parser.add_argument("--denoising-strength", type=float, default=0.75)
+    parser.add_argument("--resize-mode", type=int, choices=[0, 1, 2], default=0)
+    parser.add_argument("--mask", type=Path, help="mask image, white = repaint (inpaint)")
+    parser.add_argument("--mask-blur", type=int, default=4)
+    parser.add_argument("--masked-content", type=int, choices=[0, 1, 2, 3], default=1)
+    parser.add_argument("--only-masked", action="store_true", help="inpaint area: only masked")
+    parser.add_argument("--padding", type=int, default=32)
+    parser.add_argument("--invert-mask", action="store_true")
+    settings_mod.add_arguments(parser)
+    return parser
+
+
+def request_from_args(args: argparse.Namespace) -> GenerationRequest:
+    from webui.images import decode_image
+
+    fields = dict(
+        mode=args.mode,
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        sampler_name=args.sampler,
+        scheduler=args.scheduler,
+        steps=args.steps,
+        cfg_scale=args.cfg_scale,
+        seed=args.seed,
+        width=args.width,
+        height=args.height,
+        batch_size=args.batch_size,
+        n_iter=args.batch_count,
+        clip_skip=args.clip_skip,
+        checkpoint=args.model,
+        denoising_strength=args.denoising_strength,
+        resize_mode=args.resize_mode,
+        mask_blur=args.mask_blur,
+        inpainting_fill=args.masked_content,
+        inpaint_full_res=args.only_masked,
+        inpaint_full_res_padding=args.padding,
+        inpainting_mask_invert=args.invert_mask,
+    )
+    if args.init_image is not None:
+        fields["init_image"] = decode_image(args.init_image, "init_image")
+    if args.mask is not None:
+        fields["mask"] = decode_image(args.mask, "mask", mode="L")
+    return GenerationRequest.build(**fields)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        request = request_from_args(args)
+        from webui.service.factory import create_service
+
+        service = create_service(settings_mod.from_args(args))
+        try:
+            result = service.generate(request)
+        finally:
+            service.stop()
+    except EaselError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for path in result.paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

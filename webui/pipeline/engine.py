@@ -1,0 +1,290 @@
+"""The generation engine: turns one validated request into images, on the device the worker owns.
+
+Only the service's worker thread calls into this module. It reads top to bottom like a diffusers pipeline:
+resolve the model, prepare the inputs per mode, denoise each batch with one step callback, decode with a
+NaN guard, paste back the unmasked area. Saving and history belong to the service.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import diffusers
+import numpy as np
+import torch
+from PIL import Image
+
+from webui.errors import GenerationFailed
+from webui.outputs.infotext import infotext_for
+from webui.pipeline import imageops
+from webui.pipeline.device import DeviceConfig
+from webui.pipeline.preview import cheap_preview
+from webui.pipeline.schedulers import build_scheduler, schedule_label
+from webui.types import SEED_MAX, GeneratedImage, GenerationRequest, MaskedContent, Mode
+from webui.weights.manager import ActiveModel, WeightsManager
+
+log = logging.getLogger(__name__)
+
+_PIPELINE_CLASSES = {
+    ("sd", Mode.TXT2IMG): "StableDiffusionPipeline",
+    ("sd", Mode.IMG2IMG): "StableDiffusionImg2ImgPipeline",
+    ("sd", Mode.INPAINT): "StableDiffusionInpaintPipeline",
+    ("sdxl", Mode.TXT2IMG): "StableDiffusionXLPipeline",
+    ("sdxl", Mode.IMG2IMG): "StableDiffusionXLImg2ImgPipeline",
+    ("sdxl", Mode.INPAINT): "StableDiffusionXLInpaintPipeline",
+}
+
+# Optional pipeline parts Easel never uses; passing None keeps diffusers from looking for them.
+_NO_EXTRAS: dict[str, Any] = {
+    "safety_checker": None,
+    "feature_extractor": None,
+    "image_encoder": None,
+    "requires_safety_checker": False,
+    "force_zeros_for_empty_prompt": False,
+    "requires_aesthetics_score": False,
+    "add_watermarker": False,
+}
+
+VAE_TILING_AUTO_PIXELS = 1536
+
+
+@dataclass
+class StepInfo:
+    """What the step callback reports: which image of the job and which step of its denoising."""
+
+    step: int
+    total_steps: int
+    iteration: int
+    iterations: int
+    preview: Callable[[], Image.Image]
+
+
+StepCallback = Callable[[StepInfo], None]
+
+
+@dataclass
+class _Prepared:
+    """Per-request inputs, computed once before the batches run."""
+
+    init_image: Image.Image | None = None
+    original: Image.Image | None = None  # what unmasked pixels are pasted back from
+    hard_mask: Image.Image | None = None
+    soft_mask: Image.Image | None = None
+    region: imageops.CropRegion | None = None
+    pipe_kwargs: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class Engine:
+    def __init__(self, device: DeviceConfig, weights: WeightsManager, *, vae_tiling: str = "auto") -> None:
+        self.device = device
+        self.weights = weights
+        self.vae_tiling = vae_tiling
+        self._pipelines: dict[tuple[int, Mode], Any] = {}
+
+    # -- pipelines -------------------------------------------------------------------------------------
+    def pipeline_for(self, model: ActiveModel, mode: Mode) -> Any:
+        """The diffusers pipeline for a mode, built around the model's shared components (no weight copies)."""
+        key = (id(model), mode)
+        pipe = self._pipelines.get(key)
+        if pipe is None:
+            if any(k[0] != id(model) for k in self._pipelines):
+                self._pipelines.clear()  # a new model: drop pipelines that hold the old one's modules
+            family = "sdxl" if model.arch.family == "sdxl" else "sd"
+            cls = getattr(diffusers, _PIPELINE_CLASSES[(family, mode)])
+            accepted = inspect.signature(cls.__init__).parameters
+            args = {k: v for k, v in {**_NO_EXTRAS, **model.components}.items() if k in accepted}
+            pipe = cls(**args)
+            pipe.set_progress_bar_config(disable=True)
+            self._pipelines[key] = pipe
+        return pipe
+
+    # -- the run -------------------------------------------------------------------------------------
+    def generate(
+        self, request: GenerationRequest, on_step: StepCallback | None = None
+    ) -> Iterator[tuple[GeneratedImage, list[str]]]:
+        """Yield each finished image (not yet saved) with the notes gathered so far."""
+        # 1. Resolve the request against what is on disk and load or reuse the weights.
+        model = self.weights.use(request.checkpoint)
+        sampler_name, schedule = schedule_label(request.sampler_name, request.scheduler)
+        base_seed = random.randint(0, SEED_MAX) if request.seed == -1 else request.seed
+        seeds = [base_seed + i for i in range(request.batch_size * request.n_iter)]
+
+        # 2. Prepare the mode's inputs (resize, mask, crop) once for all batches.
+        prepared = self._prepare(request, model)
+        pipe = self.pipeline_for(model, request.mode)
+        self._set_vae_tiling(model, request)
+
+        for iteration in range(request.n_iter):
+            batch_seeds = seeds[iteration * request.batch_size : (iteration + 1) * request.batch_size]
+            # 3. Denoise: one scheduler per batch, CPU noise per image so a seed reproduces on any device.
+            pipe.scheduler = build_scheduler(
+                model.scheduler_config, request.sampler_name, request.scheduler, batch_seeds[0]
+            )
+            generators = [torch.Generator("cpu").manual_seed(s) for s in batch_seeds]
+            callback = self._step_callback(model, on_step, iteration, request.n_iter, prepared, generators)
+            with torch.inference_mode():
+                latents = pipe(
+                    prompt=[request.prompt] * len(batch_seeds),
+                    negative_prompt=[request.negative_prompt] * len(batch_seeds),
+                    num_inference_steps=request.steps,
+                    guidance_scale=request.cfg_scale,
+                    generator=generators,
+                    clip_skip=request.clip_skip - 1 or None,
+                    output_type="latent",
+                    callback_on_step_end=callback,
+                    **prepared.pipe_kwargs,
+                ).images
+                # 4. Decode with the NaN guard.
+                images = self._decode(model, latents, prepared.notes)
+            # 5. Paste back the unmasked area and describe each image.
+            for image, seed in zip(images, batch_seeds, strict=True):
+                image = self._finish(image, prepared)
+                infotext = infotext_for(
+                    request,
+                    seed=seed,
+                    sampler=sampler_name,
+                    schedule=schedule,
+                    model_name=model.info.model_name,
+                    model_hash=model.info.shorthash,
+                )
+                yield GeneratedImage(image=image, seed=seed, infotext=infotext), list(prepared.notes)
+
+    # -- steps ------------------------------------------------------------------------------------------
+    def _prepare(self, request: GenerationRequest, model: ActiveModel) -> _Prepared:
+        prep = _Prepared()
+        w, h = request.width, request.height
+        if request.mode is Mode.TXT2IMG:
+            prep.pipe_kwargs = {"width": w, "height": h}
+            return prep
+        assert request.init_image is not None
+        source = request.init_image.convert("RGB")
+        strength = request.denoising_strength
+        if int(request.steps * strength) < 1:
+            strength = 1.0 / request.steps
+            prep.notes.append(f"denoising strength raised to {strength:g} so that at least one step runs")
+        if request.mode is Mode.IMG2IMG:
+            prep.init_image = imageops.resize_image(source, w, h, request.resize_mode)
+            prep.pipe_kwargs = {"image": prep.init_image, "strength": strength}
+            return prep
+
+        # Inpaint: the output keeps the input's size in "only masked" mode, else the requested size.
+        assert request.mask is not None
+        if request.inpaint_full_res:
+            original = source
+            mask = request.mask
+        else:
+            original = imageops.resize_image(source, w, h, request.resize_mode)
+            mask = imageops.resize_image(request.mask.convert("L"), w, h, request.resize_mode)
+        hard, soft = imageops.prepare_mask(mask, invert=request.inpainting_mask_invert, blur=request.mask_blur)
+        if hard.getbbox() is None:
+            raise GenerationFailed("mask: the mask is empty (nothing to inpaint); paint the area to change in white")
+        prep.original, prep.hard_mask, prep.soft_mask = original, hard, soft
+        work_image, work_mask = original, hard
+        if request.inpaint_full_res:
+            region = imageops.masked_region(hard, request.inpaint_full_res_padding, w, h)
+            assert region is not None
+            prep.region = region
+            work_image = original.crop(region.box).resize((w, h), imageops.LANCZOS)
+            work_mask = hard.crop(region.box).resize((w, h), Image.Resampling.NEAREST)
+        if request.inpainting_fill is MaskedContent.FILL:
+            work_image = imageops.fill_masked(work_image, work_mask)
+        prep.init_image = work_image
+        prep.pipe_kwargs = {"image": work_image, "mask_image": work_mask, "strength": strength, "width": w, "height": h}
+        if request.inpainting_fill in (MaskedContent.LATENT_NOISE, MaskedContent.LATENT_NOTHING):
+            prep.pipe_kwargs.update(self._latent_fill(model, work_image, work_mask, request))
+        return prep
+
+    def _latent_fill(
+        self, model: ActiveModel, image: Image.Image, mask: Image.Image, request: GenerationRequest
+    ) -> dict[str, Any]:
+        """ "Latent noise" / "latent nothing": start the masked latents from noise or zeros instead of the image.
+
+        The inpaint pipelines accept 4-channel latents as ``image`` and use them as the image latents.
+        """
+        pipe = self.pipeline_for(model, Mode.INPAINT)
+        vae = model.components["vae"]
+        processor = pipe.image_processor
+        with torch.inference_mode():
+            pixels = processor.preprocess(image).to(vae.device, vae.dtype)
+            latents = vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor
+            small = mask.convert("L").resize((latents.shape[-1], latents.shape[-2]), Image.Resampling.BILINEAR)
+            keep = torch.from_numpy(np.asarray(small) < 128)[None, None].to(latents.device, latents.dtype)
+            if request.inpainting_fill is MaskedContent.LATENT_NOISE:
+                gen = torch.Generator("cpu").manual_seed(max(request.seed, 0))
+                fill = torch.randn(latents.shape, generator=gen).to(latents.device, latents.dtype)
+            else:
+                fill = torch.zeros_like(latents)
+            # Given latents as ``image``, the pipelines need the masked-image latents too (9-channel models use
+            # them as conditioning; 4-channel ones would otherwise try to mask the latents at pixel size).
+            unmasked = torch.from_numpy(np.asarray(mask.convert("L")) < 128)[None, None]
+            masked = pixels * unmasked.to(pixels.device, pixels.dtype)
+            masked_latents = vae.encode(masked).latent_dist.mode() * vae.config.scaling_factor
+        return {"image": latents * keep + fill * (1 - keep), "masked_image_latents": masked_latents}
+
+    def _step_callback(
+        self,
+        model: ActiveModel,
+        on_step: StepCallback | None,
+        iteration: int,
+        iterations: int,
+        prepared: _Prepared,
+        generators: list[torch.Generator],
+    ) -> Callable[..., dict[str, Any]]:
+        family = model.arch.family
+
+        def callback(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            if on_step is not None:
+                latents = tensors["latents"]
+                on_step(
+                    StepInfo(
+                        step=i + 1,
+                        total_steps=pipe.num_timesteps,
+                        iteration=iteration,
+                        iterations=iterations,
+                        preview=lambda: cheap_preview(latents, family),
+                    )
+                )
+            return {}
+
+        return callback
+
+    def _decode(self, model: ActiveModel, latents: torch.Tensor, notes: list[str]) -> list[Image.Image]:
+        """Decode latents to images; a VAE that yields NaN in half precision is re-run in fp32, never saved black."""
+        if not torch.isfinite(latents).all():
+            raise GenerationFailed("the model produced NaN or infinite latents (try fp32 with --precision fp32)")
+        vae = model.components["vae"]
+        scaled = latents / vae.config.scaling_factor
+        image = vae.decode(scaled.to(vae.dtype), return_dict=False)[0]
+        if not torch.isfinite(image).all():
+            if vae.dtype == torch.float32:
+                raise GenerationFailed("the VAE produced NaN even in fp32; the VAE weights are likely broken")
+            log.warning("VAE produced NaN in %s; re-decoding in fp32", vae.dtype)
+            vae.to(torch.float32)
+            model.vae_upcast = True
+            notes.append("VAE produced NaN in half precision; decoded in fp32")
+            image = vae.decode(scaled.to(torch.float32), return_dict=False)[0]
+            if not torch.isfinite(image).all():
+                raise GenerationFailed("the VAE produced NaN even in fp32; the VAE weights are likely broken")
+        processor = self.pipeline_for(model, Mode.TXT2IMG).image_processor
+        return processor.postprocess(image.float(), output_type="pil")
+
+    def _finish(self, image: Image.Image, prepared: _Prepared) -> Image.Image:
+        if prepared.original is None or prepared.soft_mask is None:
+            return image
+        if prepared.region is not None:
+            return imageops.paste_region(prepared.original, image, prepared.region, prepared.soft_mask)
+        return imageops.paste_back(prepared.original, image, prepared.soft_mask)
+
+    def _set_vae_tiling(self, model: ActiveModel, request: GenerationRequest) -> None:
+        vae = model.components["vae"]
+        big = max(request.width, request.height) > VAE_TILING_AUTO_PIXELS
+        if self.vae_tiling == "on" or (self.vae_tiling == "auto" and big):
+            vae.enable_tiling()
+        else:
+            vae.disable_tiling()
