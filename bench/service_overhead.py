@@ -45,12 +45,15 @@ def main() -> None:
     ckpt_dir = work / "Stable-diffusion"
     ckpt_dir.mkdir()
     if args.checkpoint:
-        (ckpt_dir / args.checkpoint.name).symlink_to(args.checkpoint.resolve())
+        ckpt_dir = args.checkpoint.resolve().parent  # the registry refuses symlinks that leave its folder
     else:
         from tests.fixtures.tiny_models import make_checkpoint
 
         make_checkpoint(ckpt_dir, family=args.family)
-    settings = Settings(models_dir=work, outputs_dir=work / "outputs", device=args.device, precision=args.precision)
+    settings = Settings(
+        models_dir=work, ckpt_dir=ckpt_dir, outputs_dir=work / "outputs", device=args.device, precision=args.precision,
+        checkpoint=args.checkpoint.name if args.checkpoint else None, cache_dir=work / "cache",
+    )  # fmt: skip
 
     # Checkpoint load: cold hash cache (hash computed), then warm (hash read from the cache).
     t0 = time.perf_counter()

@@ -174,6 +174,9 @@ def test_a_9_channel_inpainting_checkpoint_inpaints(service):
     out, original = _pixels(result), np.asarray(image, dtype=np.int16)
     assert (out[:32] == original[:32]).all()
     assert "Model: b-tiny-sd1-inpaint" in result.images[0].infotext
+    # txt2img and img2img also work on an inpainting model (whole picture masked, as in A1111).
+    assert _run(service, checkpoint="b-tiny-sd1-inpaint.safetensors").images[0].image.size == (SIZE, SIZE)
+    assert _run(service, mode="img2img", init_image=image, checkpoint="b-tiny-sd1-inpaint.safetensors").images
 
 
 def test_switching_modes_never_reloads_weights(service, monkeypatch):
@@ -306,3 +309,35 @@ def test_broken_files_fail_with_their_name_and_the_loaded_model_stays(service, m
         for name in ("c-truncated.safetensors", "d-pickle.safetensors"):
             (folder / name).unlink()
         service.engine.weights.refresh()
+
+
+@pytest.mark.parametrize(
+    "fixture", ["tiny_sd2_v_ckpt", "tiny_sdxl_ckpt", "tiny_sdxl_inpaint_ckpt", "tiny_sd1_diffusers"]
+)
+def test_other_architectures_generate_through_the_service(request, tmp_path, fixture):
+    source: Path = request.getfixturevalue(fixture)
+    ckpts = tmp_path / "models" / "Stable-diffusion"
+    ckpts.mkdir(parents=True)
+    if source.is_dir():
+        shutil.copytree(source, ckpts / source.name)
+    else:
+        shutil.copy(source, ckpts / source.name)
+    svc = create_service(Settings(models_dir=tmp_path / "models", outputs_dir=tmp_path / "out"))
+    try:
+        image = _scene()
+        mask = Image.new("L", (SIZE, SIZE), 0)
+        mask.paste(255, (0, 0, 32, 32))
+        txt = _run(svc, save_images=True)
+        inpaint = _run(svc, mode="inpaint", init_image=image, mask=mask, mask_blur=0)
+        img2img = _run(svc, mode="img2img", init_image=image, denoising_strength=0.5)
+        arch = svc.engine.weights.active.arch
+        expected = {"tiny_sd2_v_ckpt": "sd2", "tiny_sdxl_ckpt": "sdxl", "tiny_sdxl_inpaint_ckpt": "sdxl"}
+        assert arch.family == expected.get(fixture, "sd1")
+        if fixture == "tiny_sd2_v_ckpt":
+            assert arch.prediction == "v_prediction"
+            assert svc.engine.weights.active.scheduler_config["prediction_type"] == "v_prediction"
+        assert txt.paths[0].exists() and img2img.images[0].image.size == (SIZE, SIZE)
+        out, original = _pixels(inpaint), np.asarray(image, dtype=np.int16)
+        assert (out[32:] == original[32:]).all()
+    finally:
+        svc.stop()

@@ -78,6 +78,7 @@ class _Prepared:
     region: imageops.CropRegion | None = None
     pipe_kwargs: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    pipeline_mode: Mode = Mode.TXT2IMG
 
 
 class Engine:
@@ -117,7 +118,7 @@ class Engine:
 
         # 2. Prepare the mode's inputs (resize, mask, crop) once for all batches.
         prepared = self._prepare(request, model)
-        pipe = self.pipeline_for(model, request.mode)
+        pipe = self.pipeline_for(model, prepared.pipeline_mode)
         self._set_vae_tiling(model, request)
 
         for iteration in range(request.n_iter):
@@ -157,6 +158,23 @@ class Engine:
 
     # -- steps ------------------------------------------------------------------------------------------
     def _prepare(self, request: GenerationRequest, model: ActiveModel) -> _Prepared:
+        prep = self._prepare_mode(request, model)
+        if model.arch.inpaint and request.mode is not Mode.INPAINT:
+            # A 9-channel inpainting model always needs an image and a mask: as A1111 does, txt2img and img2img
+            # run it with the whole picture masked (txt2img on a neutral grey image at full strength).
+            w, h = request.width, request.height
+            image = prep.init_image or Image.new("RGB", (w, h), (127, 127, 127))
+            prep.pipe_kwargs = {
+                "image": image,
+                "mask_image": Image.new("L", (w, h), 255),
+                "strength": prep.pipe_kwargs.get("strength", 1.0),
+                "width": w,
+                "height": h,
+            }
+        prep.pipeline_mode = Mode.INPAINT if model.arch.inpaint else request.mode
+        return prep
+
+    def _prepare_mode(self, request: GenerationRequest, model: ActiveModel) -> _Prepared:
         prep = _Prepared()
         w, h = request.width, request.height
         if request.mode is Mode.TXT2IMG:
