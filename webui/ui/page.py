@@ -96,7 +96,8 @@ def build_ui(service: GenerationService) -> gr.Blocks:
                 yield None, "Interrupted", gr.update(visible=False), gr.update(), gr.update()
                 return
             result = job.result
-            images = [(img.image, str(img.path) if img.path else None) for img in result.images]
+            # Saved files are shown as themselves, so a download keeps its PNG infotext (not a re-encoded copy).
+            images = [(str(img.path), img.path.name) if img.path else (img.image, None) for img in result.images]
             text = "\n\n".join(img.infotext for img in result.images[:1])
             done = f"Done in {result.seconds:.1f} s" + "".join(f" — {note}" for note in result.notes)
             yield None, done, gr.update(visible=False), images, text
@@ -127,9 +128,14 @@ def build_ui(service: GenerationService) -> gr.Blocks:
 
         interrupt.click(stop, inputs=[job_id], outputs=None)
 
-        def rescan() -> Any:
+        def rescan(current: str | None) -> Any:
             service.engine.weights.refresh()
-            return gr.update(choices=checkpoint_titles())
+            try:  # a title gains its hash once loaded: follow it, or Gradio refuses the old value
+                value = checkpoints.get(current).title if current else None
+            except EaselError:
+                value = None
+            return gr.update(choices=checkpoint_titles(), value=value)
 
-        refresh.click(rescan, outputs=[checkpoint])
+        refresh.click(rescan, inputs=[checkpoint], outputs=[checkpoint])
+        page.load(rescan, inputs=[checkpoint], outputs=[checkpoint])
     return page

@@ -1,0 +1,115 @@
+"""The headless ``generate`` command, run in-process on a tiny random-weight checkpoint.
+
+Each call builds and stops a fresh service, as a script would; at 64x64 and 2 steps a run takes well under a
+second once torch and diffusers are imported. Only stdout's shape (one saved path per line), the exit status,
+stderr's wording and what lands on disk are checked: the pixels are ``test_generation.py``'s business.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+import app
+from webui import cli
+
+SIZE = 64
+FAST = ["-W", str(SIZE), "-H", str(SIZE), "--steps", "2", "--prompt", "a red circle"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory, tiny_sd1_ckpt: Path) -> Path:
+    root = tmp_path_factory.mktemp("cli-models")
+    (root / "Stable-diffusion").mkdir()
+    shutil.copy(tiny_sd1_ckpt, root / "Stable-diffusion" / "tiny-sd1.safetensors")
+    return root
+
+
+@pytest.fixture
+def outputs(tmp_path: Path) -> Path:
+    return tmp_path / "outputs"
+
+
+def _generate(
+    capsys: pytest.CaptureFixture[str], models: Path, outputs: Path, *args: str, via_app: bool = False
+) -> tuple[int, list[Path], str]:
+    """Run the command; returns the exit status, the printed paths and stderr."""
+    argv = ["--models-dir", str(models), "--outputs-dir", str(outputs), *args]
+    capsys.readouterr()  # drop anything an earlier step printed
+    code = app.main(["generate", *argv]) if via_app else cli.main(argv)
+    captured = capsys.readouterr()
+    return code, [Path(line) for line in captured.out.splitlines()], captured.err
+
+
+def _pngs(outputs: Path) -> list[Path]:
+    return sorted(outputs.rglob("*.png")) if outputs.exists() else []
+
+
+def _scene(folder: Path) -> tuple[Path, Path]:
+    image = Image.new("RGB", (SIZE, SIZE), (20, 40, 200))
+    ImageDraw.Draw(image).ellipse((16, 16, 48, 48), fill=(220, 30, 30))
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    ImageDraw.Draw(mask).rectangle((8, 8, 31, 31), fill=255)
+    image.save(folder / "init.png")
+    mask.save(folder / "mask.png")
+    return folder / "init.png", folder / "mask.png"
+
+
+def test_txt2img_prints_one_saved_png_per_image(capsys, models, outputs):
+    code, paths, err = _generate(capsys, models, outputs, *FAST, "--seed", "5", "--batch-size", "2")
+    assert code == 0, err
+    assert len(paths) == 2
+    assert [p.name[-6:] for p in paths] == ["-5.png", "-6.png"]
+    for path in paths:
+        assert path.is_file() and path.is_relative_to(outputs / "txt2img-images")
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size == (SIZE, SIZE)
+            assert "Seed: " in image.info["parameters"]
+    assert _pngs(outputs) == sorted(paths)
+
+
+def test_img2img_and_inpaint_read_their_images_from_files(capsys, models, outputs, tmp_path):
+    init, mask = _scene(tmp_path)
+    code, (path,), err = _generate(capsys, models, outputs, *FAST, "--seed", "3", "--mode", "img2img",
+                                   "--init-image", str(init))  # fmt: skip
+    assert code == 0, err
+    assert path.is_file() and path.is_relative_to(outputs / "img2img-images") and path.name.endswith("-3.png")
+
+    code, (path,), err = _generate(capsys, models, outputs, *FAST, "--seed", "4", "--mode", "inpaint",
+                                   "--init-image", str(init), "--mask", str(mask), "--mask-blur", "0")  # fmt: skip
+    assert code == 0, err
+    assert path.is_file() and path.is_relative_to(outputs / "img2img-images") and path.name.endswith("-4.png")
+    with Image.open(path) as out, Image.open(init) as original:
+        # Outside the mask inpainting pastes the input back, pixel for pixel.
+        assert out.crop((40, 40, SIZE, SIZE)).tobytes() == original.convert("RGB").crop((40, 40, SIZE, SIZE)).tobytes()
+    assert len(_pngs(outputs)) == 2
+
+
+def test_out_of_range_width_exits_2_naming_the_field_and_saves_nothing(capsys, models, outputs):
+    code, paths, err = _generate(capsys, models, outputs, *FAST, "-W", "500")
+    assert code == 2
+    assert paths == []
+    assert "width" in err and "between 64 and 2048" in err and "500" in err
+    assert _pngs(outputs) == []
+
+
+def test_a_text_file_named_png_is_refused_as_init_image(capsys, models, outputs, tmp_path):
+    fake = tmp_path / "photo.png"
+    fake.write_text("these are not the pixels you are looking for\n")
+    code, paths, err = _generate(capsys, models, outputs, *FAST, "--mode", "img2img", "--init-image", str(fake))
+    assert code == 2
+    assert paths == []
+    assert "init_image" in err and "not a supported image" in err
+    assert _pngs(outputs) == []
+
+
+def test_app_py_generate_runs_the_same_command(capsys, models, outputs):
+    code, (path,), err = _generate(capsys, models, outputs, *FAST, "--seed", "11", via_app=True)
+    assert code == 0, err
+    assert path.is_file() and path.name.endswith("-11.png")
+
+    code, paths, err = _generate(capsys, models, outputs, *FAST, "--steps", "0", via_app=True)
+    assert code == 2 and paths == [] and "steps" in err
