@@ -117,7 +117,7 @@ class Engine:
         seeds = [base_seed + i for i in range(request.batch_size * request.n_iter)]
 
         # 2. Prepare the mode's inputs (resize, mask, crop) once for all batches.
-        prepared = self._prepare(request, model)
+        prepared = self._prepare(request, model, base_seed)
         pipe = self.pipeline_for(model, prepared.pipeline_mode)
         self._set_vae_tiling(model, request)
 
@@ -157,8 +157,8 @@ class Engine:
                 yield GeneratedImage(image=image, seed=seed, infotext=infotext), list(prepared.notes)
 
     # -- steps ------------------------------------------------------------------------------------------
-    def _prepare(self, request: GenerationRequest, model: ActiveModel) -> _Prepared:
-        prep = self._prepare_mode(request, model)
+    def _prepare(self, request: GenerationRequest, model: ActiveModel, seed: int) -> _Prepared:
+        prep = self._prepare_mode(request, model, seed)
         if model.arch.inpaint and request.mode is not Mode.INPAINT:
             # A 9-channel inpainting model always needs an image and a mask: as A1111 does, txt2img and img2img
             # run it with the whole picture masked (txt2img on a neutral grey image at full strength).
@@ -174,7 +174,7 @@ class Engine:
         prep.pipeline_mode = Mode.INPAINT if model.arch.inpaint else request.mode
         return prep
 
-    def _prepare_mode(self, request: GenerationRequest, model: ActiveModel) -> _Prepared:
+    def _prepare_mode(self, request: GenerationRequest, model: ActiveModel, seed: int) -> _Prepared:
         prep = _Prepared()
         w, h = request.width, request.height
         if request.mode is Mode.TXT2IMG:
@@ -215,11 +215,11 @@ class Engine:
         prep.init_image = work_image
         prep.pipe_kwargs = {"image": work_image, "mask_image": work_mask, "strength": strength, "width": w, "height": h}
         if request.inpainting_fill in (MaskedContent.LATENT_NOISE, MaskedContent.LATENT_NOTHING):
-            prep.pipe_kwargs.update(self._latent_fill(model, work_image, work_mask, request))
+            prep.pipe_kwargs.update(self._latent_fill(model, work_image, work_mask, request, seed))
         return prep
 
     def _latent_fill(
-        self, model: ActiveModel, image: Image.Image, mask: Image.Image, request: GenerationRequest
+        self, model: ActiveModel, image: Image.Image, mask: Image.Image, request: GenerationRequest, seed: int
     ) -> dict[str, Any]:
         """ "Latent noise" / "latent nothing": start the masked latents from noise or zeros instead of the image.
 
@@ -234,7 +234,7 @@ class Engine:
             small = mask.convert("L").resize((latents.shape[-1], latents.shape[-2]), Image.Resampling.BILINEAR)
             keep = torch.from_numpy(np.asarray(small) < 128)[None, None].to(latents.device, latents.dtype)
             if request.inpainting_fill is MaskedContent.LATENT_NOISE:
-                gen = torch.Generator("cpu").manual_seed(max(request.seed, 0))
+                gen = torch.Generator("cpu").manual_seed(seed)
                 fill = torch.randn(latents.shape, generator=gen).to(latents.device, latents.dtype)
             else:
                 fill = torch.zeros_like(latents)
