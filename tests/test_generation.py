@@ -330,6 +330,7 @@ def test_other_architectures_generate_through_the_service(request, tmp_path, fix
         txt = _run(svc, save_images=True)
         inpaint = _run(svc, mode="inpaint", init_image=image, mask=mask, mask_blur=0)
         img2img = _run(svc, mode="img2img", init_image=image, denoising_strength=0.5)
+        assert "Clip skip: 2" in _run(svc, clip_skip=2).images[0].infotext
         arch = svc.engine.weights.active.arch
         expected = {"tiny_sd2_v_ckpt": "sd2", "tiny_sdxl_ckpt": "sdxl", "tiny_sdxl_inpaint_ckpt": "sdxl"}
         assert arch.family == expected.get(fixture, "sd1")
@@ -341,3 +342,10 @@ def test_other_architectures_generate_through_the_service(request, tmp_path, fix
         assert (out[32:] == original[32:]).all()
     finally:
         svc.stop()
+
+
+def test_clip_skip_changes_the_conditioning_and_is_recorded(service):
+    plain = _run(service, clip_skip=1)
+    skipped = _run(service, clip_skip=2)
+    assert np.abs(_pixels(plain) - _pixels(skipped)).mean() > 0.5
+    assert "Clip skip: 2" in skipped.images[0].infotext and "Clip skip" not in plain.images[0].infotext

@@ -131,12 +131,10 @@ class Engine:
             callback = self._step_callback(model, on_step, iteration, request.n_iter, prepared, generators)
             with torch.inference_mode():
                 latents = pipe(
-                    prompt=[request.prompt] * len(batch_seeds),
-                    negative_prompt=[request.negative_prompt] * len(batch_seeds),
+                    **self._prompt_args(pipe, model, request, len(batch_seeds)),
                     num_inference_steps=request.steps,
                     guidance_scale=request.cfg_scale,
                     generator=generators,
-                    clip_skip=request.clip_skip - 1 or None,
                     output_type="latent",
                     callback_on_step_end=callback,
                     **prepared.pipe_kwargs,
@@ -157,6 +155,30 @@ class Engine:
                 yield GeneratedImage(image=image, seed=seed, infotext=infotext), list(prepared.notes)
 
     # -- steps ------------------------------------------------------------------------------------------
+    def _prompt_args(self, pipe: Any, model: ActiveModel, request: GenerationRequest, count: int) -> dict[str, Any]:
+        """Prompt arguments for the pipeline; clip skip on SD1/SD2 is encoded here.
+
+        diffusers 0.42's SD pipelines reach ``text_encoder.text_model.final_layer_norm`` for clip skip, which
+        transformers 5 no longer has, so Easel takes the hidden state A1111 takes (``hidden_states[-clip_skip]``,
+        then the final layer norm) itself. SDXL's own clip-skip path does not need the attribute.
+        """
+        prompts, negatives = [request.prompt] * count, [request.negative_prompt] * count
+        if request.clip_skip <= 1 or model.arch.family == "sdxl":
+            return {"prompt": prompts, "negative_prompt": negatives, "clip_skip": request.clip_skip - 1 or None}
+        encoder = pipe.text_encoder
+        final_norm = getattr(encoder, "text_model", encoder).final_layer_norm
+        device = next(encoder.parameters()).device
+
+        def encode(texts: list[str]) -> torch.Tensor:
+            tokens = pipe.tokenizer(
+                texts, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True,
+                return_tensors="pt",
+            )  # fmt: skip
+            hidden = encoder(tokens.input_ids.to(device), output_hidden_states=True).hidden_states
+            return final_norm(hidden[-request.clip_skip])
+
+        return {"prompt_embeds": encode(prompts), "negative_prompt_embeds": encode(negatives)}
+
     def _prepare(self, request: GenerationRequest, model: ActiveModel, seed: int) -> _Prepared:
         prep = self._prepare_mode(request, model, seed)
         if model.arch.inpaint and request.mode is not Mode.INPAINT:
