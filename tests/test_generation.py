@@ -349,3 +349,67 @@ def test_clip_skip_changes_the_conditioning_and_is_recorded(service):
     skipped = _run(service, clip_skip=2)
     assert np.abs(_pixels(plain) - _pixels(skipped)).mean() > 0.5
     assert "Clip skip: 2" in skipped.images[0].infotext and "Clip skip" not in plain.images[0].infotext
+
+
+def test_out_of_memory_mid_denoise_fails_clearly_and_the_next_job_runs(service, monkeypatch):
+    unet = service.engine.weights.use("a-tiny-sd1.safetensors").components["unet"]
+    real_forward = unet.forward
+    calls = []
+
+    def oom_at_step_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(unet, "forward", oom_at_step_2)
+    queued_behind = None
+    job = service.submit(GenerationRequest.build(prompt="x", steps=5, width=SIZE, height=SIZE, save_images=False))
+    queued_behind = service.submit(GenerationRequest.build(prompt="y", steps=2, width=SIZE, height=SIZE, seed=1))
+    with pytest.raises(GenerationFailed, match="out of memory"):
+        job.wait(60)
+    assert job.state == "failed" and "--memory-mode" in job.progress.message
+    assert queued_behind.wait(60).paths  # the other queued job still ran
+    monkeypatch.undo()
+    assert _run(service).images
+
+
+def test_generation_never_touches_the_network(service, monkeypatch):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    service.engine.weights.refresh()
+    assert _run(service, checkpoint="b-tiny-sd1-inpaint.safetensors").images  # a fresh load, then a generation
+    assert _run(service, checkpoint="a-tiny-sd1.safetensors", mode="img2img", init_image=_scene()).images
+
+
+@pytest.mark.parametrize("cache", [0, 1])
+def test_checkpoint_ram_cache_makes_switching_back_free(tmp_path, tiny_sd1_ckpt, tiny_sd2_ckpt, cache):
+    ckpts = tmp_path / "models" / "Stable-diffusion"
+    ckpts.mkdir(parents=True)
+    shutil.copy(tiny_sd1_ckpt, ckpts / "one.safetensors")
+    shutil.copy(tiny_sd2_ckpt, ckpts / "two.safetensors")
+    svc = create_service(Settings(models_dir=tmp_path / "models", outputs_dir=tmp_path / "out", ckpt_cache=cache))
+    weights = svc.engine.weights
+    loads: list[str] = []
+    real_load = weights._load
+    weights._load = lambda info: loads.append(info.name) or real_load(info)
+    try:
+        first = _pixels(_run(svc, checkpoint="one.safetensors"))
+        unet = weights.active.components["unet"]
+        _run(svc, checkpoint="two.safetensors")
+        assert [i.name for i in weights.parked] == (["one.safetensors"] if cache else [])
+        again = _pixels(_run(svc, checkpoint="one.safetensors"))
+        assert (first == again).all()
+        if cache:
+            assert loads == ["one.safetensors", "two.safetensors"]
+            assert weights.active.components["unet"] is unet
+            assert [i.name for i in weights.parked] == ["two.safetensors"]
+        else:
+            assert loads == ["one.safetensors", "two.safetensors", "one.safetensors"]
+    finally:
+        svc.stop()

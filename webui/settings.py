@@ -42,6 +42,7 @@ class Settings:
     vae_tiling: str = "auto"
     no_half_vae: bool = False
     max_queue: int = 64
+    ckpt_cache: int = 0
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -89,6 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     paths.add_argument("--outputs-dir", type=Path, default=Settings.outputs_dir, help="where images are saved")
     paths.add_argument("--cache-dir", type=Path, help="hash cache and derived data (default: MODELS/.easel-cache)")
     parser.add_argument("--checkpoint", "--ckpt", help="checkpoint to load at start (title, file name or hash)")
+    parser.add_argument(
+        "--ckpt-cache",
+        type=int,
+        default=Settings.ckpt_cache,
+        help="previously used checkpoints kept in RAM, so switching back to one takes no reload",
+    )
     dev = parser.add_argument_group("device")
     dev.add_argument(
         "--device", choices=DEVICES, default="auto", help="compute device (auto: CUDA, then MPS, then CPU)"
@@ -140,6 +147,7 @@ def from_args(args: argparse.Namespace) -> Settings:
         vae_tiling=args.vae_tiling,
         no_half_vae=args.no_half_vae,
         max_queue=args.max_queue,
+        ckpt_cache=args.ckpt_cache,
         limits=limits,
         **extra,
     )

@@ -7,6 +7,7 @@ NaN guard, paste back the unmasked area. Saving and history belong to the servic
 
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
 import random
@@ -86,23 +87,30 @@ class Engine:
         self.device = device
         self.weights = weights
         self.vae_tiling = vae_tiling
-        self._pipelines: dict[tuple[int, Mode], Any] = {}
+        self._pipelines: dict[Mode, Any] = {}
+        self._pipelines_model: ActiveModel | None = None  # a reference, not an id: ids are reused after free
+
+    def after_failure(self) -> None:
+        """Free what a failed job left behind (an OOM's partial activations) before the next job starts."""
+        gc.collect()
+        if self.device.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     # -- pipelines -------------------------------------------------------------------------------------
     def pipeline_for(self, model: ActiveModel, mode: Mode) -> Any:
         """The diffusers pipeline for a mode, built around the model's shared components (no weight copies)."""
-        key = (id(model), mode)
-        pipe = self._pipelines.get(key)
+        if self._pipelines_model is not model:
+            self._pipelines.clear()  # a new model: drop pipelines that hold the old one's modules
+            self._pipelines_model = model
+        pipe = self._pipelines.get(mode)
         if pipe is None:
-            if any(k[0] != id(model) for k in self._pipelines):
-                self._pipelines.clear()  # a new model: drop pipelines that hold the old one's modules
             family = "sdxl" if model.arch.family == "sdxl" else "sd"
             cls = getattr(diffusers, _PIPELINE_CLASSES[(family, mode)])
             accepted = inspect.signature(cls.__init__).parameters
             args = {k: v for k, v in {**_NO_EXTRAS, **model.components}.items() if k in accepted}
             pipe = cls(**args)
             pipe.set_progress_bar_config(disable=True)
-            self._pipelines[key] = pipe
+            self._pipelines[mode] = pipe
         return pipe
 
     # -- the run -------------------------------------------------------------------------------------
@@ -112,6 +120,9 @@ class Engine:
         """Yield each finished image (not yet saved) with the notes gathered so far."""
         # 1. Resolve the request against what is on disk and load or reuse the weights.
         model = self.weights.use(request.checkpoint)
+        if self._pipelines_model is not model:
+            self._pipelines.clear()  # release the previous model's modules now, even if this job fails early
+            self._pipelines_model = None
         sampler_name, schedule = schedule_label(request.sampler_name, request.scheduler)
         base_seed = random.randint(0, SEED_MAX) if request.seed == -1 else request.seed
         seeds = [base_seed + i for i in range(request.batch_size * request.n_iter)]

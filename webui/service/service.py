@@ -139,6 +139,11 @@ class GenerationService:
                 self._finish(job, "done")
             finally:
                 self._current = None
+            if job.state != "done":
+                # Outside the except block, so the traceback's frames (and the tensors they hold) are gone.
+                recover = getattr(self.engine, "after_failure", None)
+                if recover is not None:
+                    recover()
 
     def _finish(self, job: Job, state: str, message: str = "") -> None:
         job.finished = time.time()

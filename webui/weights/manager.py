@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,6 +48,8 @@ class WeightsManager:
         self.hash_cache = HashCache(settings.cache_path / "hashes.json")
         self.checkpoints = ModelRegistry(settings.checkpoints_path, self.hash_cache, label="checkpoint")
         self.active: ActiveModel | None = None
+        # Models used before, parked in RAM (most recent last), so switching back skips the load.
+        self._parked: OrderedDict[Path, ActiveModel] = OrderedDict()
 
     def refresh(self) -> list[CheckpointInfo]:
         self.checkpoints.refresh()
@@ -73,15 +77,45 @@ class WeightsManager:
         info = self.checkpoints.get(query) if query else self.default_checkpoint()
         if self.active is not None and self.active.info.path == info.path:
             return self.active
-        try:
-            model = self._load(info)
-        except ModelLoadError as exc:
-            self.checkpoints.record_error(info, exc.reason)
-            raise
+        model = self._parked.pop(info.path, None)
+        if model is not None:
+            self._move(model, self.device.device)
+            log.info("switched to %s from the RAM cache", info.title)
+        else:
+            try:
+                model = self._load(info)
+            except ModelLoadError as exc:
+                self.checkpoints.record_error(info, exc.reason)
+                raise
         previous, self.active = self.active, model
         if previous is not None:
-            self._release(previous)
+            self._park(previous)
         return model
+
+    @property
+    def parked(self) -> list[CheckpointInfo]:
+        """Checkpoints held in RAM by --ckpt-cache, least recently used first."""
+        return [m.info for m in self._parked.values()]
+
+    def _park(self, model: ActiveModel) -> None:
+        if self.settings.ckpt_cache <= 0:
+            self._release(model)
+            return
+        self._move(model, torch.device("cpu"))
+        self._parked[model.info.path] = model
+        while len(self._parked) > self.settings.ckpt_cache:
+            _, oldest = self._parked.popitem(last=False)
+            self._release(oldest)
+
+    def _move(self, model: ActiveModel, device: torch.device) -> None:
+        """Move a model between RAM and the device; offload hooks already keep weights in RAM, so leave them."""
+        if self.device.memory_mode != "none" or self.device.device.type == "cpu":
+            return
+        for name in ("text_encoder", "text_encoder_2", "unet", "vae"):
+            if name in model.components:
+                model.components[name].to(device)
+        if self.device.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def _load(self, info: CheckpointInfo) -> ActiveModel:
         started = time.perf_counter()
