@@ -504,3 +504,46 @@ def test_registry_generic_for_vae(tmp_path: Path) -> None:
         registry.get("c.bin")
     missing = _registry(tmp_path / "nope")
     assert missing.list() == []
+
+
+def test_lightning_era_ckpt_with_callbacks_and_numpy_counters_loads_without_running_their_code(tmp_path):
+    """SD-era .ckpt files pickle a Lightning ModelCheckpoint and numpy step counters beside the weights."""
+    import sys
+    import types
+
+    import numpy as np
+
+    canary = tmp_path / "canary"
+    module = types.ModuleType("pytorch_lightning.callbacks.model_checkpoint")
+
+    class ModelCheckpoint:
+        def __setstate__(self, state):  # the real class's code: must never run on load
+            canary.write_text("ran")
+            self.__dict__.update(state)
+
+    ModelCheckpoint.__module__ = module.__name__
+    ModelCheckpoint.__qualname__ = "ModelCheckpoint"
+    module.ModelCheckpoint = ModelCheckpoint
+    names = ["pytorch_lightning", "pytorch_lightning.callbacks", module.__name__]
+    for name in names[:-1]:
+        sys.modules.setdefault(name, types.ModuleType(name))
+    sys.modules[module.__name__] = module
+    try:
+        callback = ModelCheckpoint()
+        callback.__dict__["monitor"] = "val/loss"
+        path = tmp_path / "sd-v1-style.ckpt"
+        torch.save(
+            {
+                "state_dict": {"model.diffusion_model.x": torch.ones(2)},
+                "global_step": np.int64(470000),
+                "epoch": np.int32(3),
+                "callbacks": {ModelCheckpoint: callback},
+            },
+            path,
+        )
+    finally:
+        for name in names:
+            sys.modules.pop(name, None)
+    loaded = formats.read_state_dict(path)
+    assert list(loaded) == ["model.diffusion_model.x"]
+    assert not canary.exists()

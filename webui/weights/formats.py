@@ -204,13 +204,39 @@ def read_state_dict(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
     return _only_tensors(path, loaded, device)
 
 
+class _InertObject:
+    """Stands in for objects old Lightning checkpoints pickle beside the weights (callbacks).
+
+    It keeps the pickled state as data and runs none of the original class's code, so allowing it keeps the
+    restricted unpickler's guarantee while letting the 2022-era ``.ckpt`` files users still have load.
+    """
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+def _extra_safe_globals() -> list[Any]:
+    """Names that SD-era ``.ckpt`` files pickle besides tensors: Lightning callbacks and numpy step counters."""
+    import numpy as np
+
+    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    extra: list[Any] = [
+        (_InertObject, "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"),
+        (scalar, "numpy.core.multiarray.scalar"),
+        (scalar, "numpy._core.multiarray.scalar"),
+        np.dtype,
+    ]
+    extra += [getattr(np.dtypes, n) for n in ("Int64DType", "Int32DType", "Float64DType", "Float32DType")]
+    return extra
+
+
 def _torch_load(path: Path) -> Any:
     """Load a zip or legacy torch checkpoint with the restricted unpickler; refuse what it rejects."""
     import torch
 
     try:
         # An open file, not the path: given a path ending in .safetensors, torch.load goes by the extension.
-        with open(path, "rb") as f:
+        with open(path, "rb") as f, torch.serialization.safe_globals(_extra_safe_globals()):
             return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise ModelLoadError(
