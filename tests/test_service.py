@@ -196,3 +196,20 @@ def test_limits_follow_the_settings(tmp_path):
     with pytest.raises(InvalidRequest, match="between 1 and 10"):
         service.submit(_req(steps=11))
     service.stop()
+
+
+def test_disk_full_fails_the_job_leaves_no_file_and_the_queue_goes_on(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    service = _service(tmp_path, FakeEngine())
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+    job = service.submit(_req())
+    with pytest.raises(Exception, match="could not save image"):
+        job.wait(10)
+    assert job.state == "failed"
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]  # no image, no temp file
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert service.generate(_req(), timeout=10).paths[0].exists()
+    service.stop()
