@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from webui import samplers
 from webui.errors import EaselError, GenerationFailed, InvalidRequest, ModelLoadError, ModelNotFound
@@ -121,7 +121,8 @@ def test_img2img_strength_moves_from_the_input_towards_the_prompt(service):
     try:
         with torch.inference_mode():
             latents = vae.encode(pipe.image_processor.preprocess(_scene())).latent_dist.mode()
-            roundtrip = np.asarray(engine._decode(model, latents * vae.config.scaling_factor, [])[0], dtype=np.int16)
+            roundtrip = engine._decode(pipe, model, latents * vae.config.scaling_factor, [])[0]
+            roundtrip = np.asarray(roundtrip, dtype=np.int16)
         low = _run(service, mode="img2img", init_image=_scene(), denoising_strength=0.05, steps=20)
         high = _run(service, mode="img2img", init_image=_scene(), denoising_strength=1.0, steps=20)
     finally:
@@ -147,7 +148,7 @@ def test_inpaint_keeps_every_unmasked_pixel_identical(service, fill, full_res):
     )  # fmt: skip
     out = _pixels(result)
     original = np.asarray(image, dtype=np.int16)
-    blurred = np.asarray(mask.filter(__import__("PIL.ImageFilter").ImageFilter.GaussianBlur(2)))
+    blurred = np.asarray(mask.filter(ImageFilter.GaussianBlur(2)))
     outside = blurred == 0
     assert outside.sum() > SIZE * SIZE // 2
     assert (out[outside] == original[outside]).all()
@@ -363,7 +364,6 @@ def test_out_of_memory_mid_denoise_fails_clearly_and_the_next_job_runs(service, 
         return real_forward(*args, **kwargs)
 
     monkeypatch.setattr(unet, "forward", oom_at_step_2)
-    queued_behind = None
     job = service.submit(GenerationRequest.build(prompt="x", steps=5, width=SIZE, height=SIZE, save_images=False))
     queued_behind = service.submit(GenerationRequest.build(prompt="y", steps=2, width=SIZE, height=SIZE, seed=1))
     with pytest.raises(GenerationFailed, match="out of memory"):

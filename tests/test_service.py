@@ -35,7 +35,7 @@ class FakeEngine:
     def __post_init__(self) -> None:
         self.weights = SimpleNamespace(checkpoints=_Registry())
 
-    def generate(self, request, on_step=None):
+    def generate(self, request, on_step=None, notes=None):
         self.runs.append(request.prompt)
         if self.gate is not None:
             self.gate.wait(10)
@@ -54,7 +54,7 @@ class FakeEngine:
                 s = seed + it * request.batch_size + b
                 image = Image.new("RGB", (request.width, request.height), (s % 256, 0, 0))
                 text = f"{request.prompt}\nSteps: {request.steps}, Sampler: Euler, CFG scale: 7, Seed: {s}, Size: 64x64"
-                yield GeneratedImage(image=image, seed=s, infotext=text), []
+                yield GeneratedImage(image=image, seed=s, infotext=text)
 
 
 def _service(tmp_path: Path, engine: FakeEngine, **settings) -> GenerationService:

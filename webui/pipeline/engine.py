@@ -74,11 +74,9 @@ class _Prepared:
 
     init_image: Image.Image | None = None
     original: Image.Image | None = None  # what unmasked pixels are pasted back from
-    hard_mask: Image.Image | None = None
     soft_mask: Image.Image | None = None
     region: imageops.CropRegion | None = None
     pipe_kwargs: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
     pipeline_mode: Mode = Mode.TXT2IMG
 
 
@@ -97,11 +95,15 @@ class Engine:
             torch.cuda.empty_cache()
 
     # -- pipelines -------------------------------------------------------------------------------------
+    def _own(self, model: ActiveModel) -> None:
+        """Drop pipelines built for another model, so they stop holding its modules."""
+        if self._pipelines_model is not model:
+            self._pipelines.clear()
+            self._pipelines_model = model
+
     def pipeline_for(self, model: ActiveModel, mode: Mode) -> Any:
         """The diffusers pipeline for a mode, built around the model's shared components (no weight copies)."""
-        if self._pipelines_model is not model:
-            self._pipelines.clear()  # a new model: drop pipelines that hold the old one's modules
-            self._pipelines_model = model
+        self._own(model)
         pipe = self._pipelines.get(mode)
         if pipe is None:
             family = "sdxl" if model.arch.family == "sdxl" else "sd"
@@ -115,20 +117,19 @@ class Engine:
 
     # -- the run -------------------------------------------------------------------------------------
     def generate(
-        self, request: GenerationRequest, on_step: StepCallback | None = None
-    ) -> Iterator[tuple[GeneratedImage, list[str]]]:
-        """Yield each finished image (not yet saved) with the notes gathered so far."""
+        self, request: GenerationRequest, on_step: StepCallback | None = None, notes: list[str] | None = None
+    ) -> Iterator[GeneratedImage]:
+        """Yield each finished image (not yet saved); things the user should know are appended to ``notes``."""
+        notes = [] if notes is None else notes
         # 1. Resolve the request against what is on disk and load or reuse the weights.
         model = self.weights.use(request.checkpoint)
-        if self._pipelines_model is not model:
-            self._pipelines.clear()  # release the previous model's modules now, even if this job fails early
-            self._pipelines_model = None
+        self._own(model)  # release the previous model's pipelines now, even if this job fails early
         sampler_name, schedule = schedule_label(request.sampler_name, request.scheduler)
         base_seed = random.randint(0, SEED_MAX) if request.seed == -1 else request.seed
         seeds = [base_seed + i for i in range(request.batch_size * request.n_iter)]
 
         # 2. Prepare the mode's inputs (resize, mask, crop) once for all batches.
-        prepared = self._prepare(request, model, base_seed)
+        prepared = self._prepare(request, model, base_seed, notes)
         pipe = self.pipeline_for(model, prepared.pipeline_mode)
         self._set_vae_tiling(model, request)
 
@@ -139,7 +140,7 @@ class Engine:
                 model.scheduler_config, request.sampler_name, request.scheduler, batch_seeds[0]
             )
             generators = [torch.Generator("cpu").manual_seed(s) for s in batch_seeds]
-            callback = self._step_callback(model, on_step, iteration, request.n_iter, prepared, generators)
+            callback = self._step_callback(model, on_step, iteration, request.n_iter)
             with torch.inference_mode():
                 latents = pipe(
                     **self._prompt_args(pipe, model, request, len(batch_seeds)),
@@ -151,7 +152,7 @@ class Engine:
                     **prepared.pipe_kwargs,
                 ).images
                 # 4. Decode with the NaN guard.
-                images = self._decode(model, latents, prepared.notes)
+                images = self._decode(pipe, model, latents, notes)
             # 5. Paste back the unmasked area and describe each image.
             for image, seed in zip(images, batch_seeds, strict=True):
                 image = self._finish(image, prepared)
@@ -163,7 +164,7 @@ class Engine:
                     model_name=model.info.model_name,
                     model_hash=model.info.shorthash,
                 )
-                yield GeneratedImage(image=image, seed=seed, infotext=infotext), list(prepared.notes)
+                yield GeneratedImage(image=image, seed=seed, infotext=infotext)
 
     # -- steps ------------------------------------------------------------------------------------------
     def _prompt_args(self, pipe: Any, model: ActiveModel, request: GenerationRequest, count: int) -> dict[str, Any]:
@@ -190,8 +191,8 @@ class Engine:
 
         return {"prompt_embeds": encode(prompts), "negative_prompt_embeds": encode(negatives)}
 
-    def _prepare(self, request: GenerationRequest, model: ActiveModel, seed: int) -> _Prepared:
-        prep = self._prepare_mode(request, model, seed)
+    def _prepare(self, request: GenerationRequest, model: ActiveModel, seed: int, notes: list[str]) -> _Prepared:
+        prep = self._prepare_mode(request, model, seed, notes)
         if model.arch.inpaint and request.mode is not Mode.INPAINT:
             # A 9-channel inpainting model always needs an image and a mask: as A1111 does, txt2img and img2img
             # run it with the whole picture masked (txt2img on a neutral grey image at full strength).
@@ -207,7 +208,7 @@ class Engine:
         prep.pipeline_mode = Mode.INPAINT if model.arch.inpaint else request.mode
         return prep
 
-    def _prepare_mode(self, request: GenerationRequest, model: ActiveModel, seed: int) -> _Prepared:
+    def _prepare_mode(self, request: GenerationRequest, model: ActiveModel, seed: int, notes: list[str]) -> _Prepared:
         prep = _Prepared()
         w, h = request.width, request.height
         if request.mode is Mode.TXT2IMG:
@@ -218,7 +219,7 @@ class Engine:
         strength = request.denoising_strength
         if int(request.steps * strength) < 1:
             strength = 1.0 / request.steps
-            prep.notes.append(f"denoising strength raised to {strength:g} so that at least one step runs")
+            notes.append(f"denoising strength raised to {strength:g} so that at least one step runs")
         if request.mode is Mode.IMG2IMG:
             prep.init_image = imageops.resize_image(source, w, h, request.resize_mode)
             prep.pipe_kwargs = {"image": prep.init_image, "strength": strength}
@@ -235,7 +236,7 @@ class Engine:
         hard, soft = imageops.prepare_mask(mask, invert=request.inpainting_mask_invert, blur=request.mask_blur)
         if hard.getbbox() is None:
             raise GenerationFailed("mask: the mask is empty (nothing to inpaint); paint the area to change in white")
-        prep.original, prep.hard_mask, prep.soft_mask = original, hard, soft
+        prep.original, prep.soft_mask = original, soft
         work_image, work_mask = original, hard
         if request.inpaint_full_res:
             region = imageops.masked_region(hard, request.inpaint_full_res_padding, w, h)
@@ -284,8 +285,6 @@ class Engine:
         on_step: StepCallback | None,
         iteration: int,
         iterations: int,
-        prepared: _Prepared,
-        generators: list[torch.Generator],
     ) -> Callable[..., dict[str, Any]]:
         family = model.arch.family
 
@@ -305,7 +304,7 @@ class Engine:
 
         return callback
 
-    def _decode(self, model: ActiveModel, latents: torch.Tensor, notes: list[str]) -> list[Image.Image]:
+    def _decode(self, pipe: Any, model: ActiveModel, latents: torch.Tensor, notes: list[str]) -> list[Image.Image]:
         """Decode latents to images; a VAE that yields NaN in half precision is re-run in fp32, never saved black."""
         if not torch.isfinite(latents).all():
             raise GenerationFailed("the model produced NaN or infinite latents (try fp32 with --precision fp32)")
@@ -316,14 +315,12 @@ class Engine:
             if vae.dtype == torch.float32:
                 raise GenerationFailed("the VAE produced NaN even in fp32; the VAE weights are likely broken")
             log.warning("VAE produced NaN in %s; re-decoding in fp32", vae.dtype)
-            vae.to(torch.float32)
-            model.vae_upcast = True
+            vae.to(torch.float32)  # stays in fp32 for this model from now on
             notes.append("VAE produced NaN in half precision; decoded in fp32")
             image = vae.decode(scaled.to(torch.float32), return_dict=False)[0]
             if not torch.isfinite(image).all():
                 raise GenerationFailed("the VAE produced NaN even in fp32; the VAE weights are likely broken")
-        processor = self.pipeline_for(model, Mode.TXT2IMG).image_processor
-        return processor.postprocess(image.float(), output_type="pil")
+        return pipe.image_processor.postprocess(image.float(), output_type="pil")
 
     def _finish(self, image: Image.Image, prepared: _Prepared) -> Image.Image:
         if prepared.original is None or prepared.soft_mask is None:

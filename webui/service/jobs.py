@@ -24,7 +24,6 @@ class Job:
     request: GenerationRequest | None
     run: Callable[[Job], Any]
     owner: str | None = None
-    kind: str = "generate"
 
     def __post_init__(self) -> None:
         self.id = uuid.uuid4().hex

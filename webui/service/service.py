@@ -11,7 +11,6 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 from webui.errors import EaselError, GenerationFailed, InvalidRequest, JobCancelled, QueueFull
@@ -62,10 +61,6 @@ class GenerationService:
             self.engine.weights.checkpoints.get(request.checkpoint)  # unknown name: ModelNotFound now, not later
         job = Job(request=request, run=self._run_generation, owner=owner)
         return self._enqueue(job)
-
-    def submit_task(self, kind: str, run: Callable[[Job], Any], owner: str | None = None) -> Job:
-        """Queue other device work (loading a checkpoint) so it never races a generation."""
-        return self._enqueue(Job(request=None, run=run, owner=owner, kind=kind))
 
     def generate(self, request: GenerationRequest, owner: str | None = None, timeout: float | None = None):
         """Submit and wait: the blocking call that the CLI and the A1111 API use."""
@@ -158,15 +153,18 @@ class GenerationService:
         assert request is not None
         started = time.perf_counter()
         result = GenerationResult(job_id=job.id, request=request, images=[])
-        steps_started = time.perf_counter()
         images_total = request.n_iter
+        clock: list[float] = []  # (time, steps done) at the first step: the ETA leaves model loading out
 
         def on_step(info: Any) -> None:
             job.raise_if_cancelled()
             done = info.iteration * info.total_steps + info.step
             total = images_total * info.total_steps
-            elapsed = time.perf_counter() - steps_started
-            eta = elapsed / done * (total - done) if done else None
+            now = time.perf_counter()
+            if not clock:
+                clock.extend((now, done))
+            rate = (now - clock[0]) / (done - clock[1]) if done > clock[1] else None
+            eta = rate * (total - done) if rate is not None else None
             preview = None
             if self.preview_every and (info.step % self.preview_every == 0 or info.step == info.total_steps):
                 preview = info.preview()
@@ -179,14 +177,13 @@ class GenerationService:
                 **({"preview": preview} if preview is not None else {}),
             )
 
-        for generated, notes in self.engine.generate(request, on_step):
+        for generated in self.engine.generate(request, on_step, result.notes):
             job.raise_if_cancelled()
             if request.save_images:
                 generated.path = save_image(
                     generated.image, self.settings.outputs_dir, request.mode, generated.seed, generated.infotext
                 )
             result.images.append(generated)
-            result.notes = notes
         result.seconds = time.perf_counter() - started
         return result
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,6 @@ class ActiveModel:
     arch: Architecture
     components: dict[str, Any]
     load_seconds: float
-    vae_upcast: bool = False
-    notes: list[str] = field(default_factory=list)
 
     @property
     def scheduler_config(self) -> dict[str, Any]:
