@@ -1,0 +1,137 @@
+"""The demo model's data set, training script and latent normalisation: deterministic, loadable, exact."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from webui.demo import measure, scenes, train
+from webui.pipeline.preview import PreviewProjection
+from webui.weights import formats, loader, model_defaults
+
+
+def test_the_data_set_is_the_same_for_a_seed_and_differs_across_seeds() -> None:
+    a, scenes_a = scenes.dataset(16, seed=7)
+    b, scenes_b = scenes.dataset(16, seed=7)
+    c, _ = scenes.dataset(16, seed=8)
+    assert a.shape == (16, 64, 64, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and scenes_a == scenes_b
+    assert not np.array_equal(a, c)
+
+
+def test_captions_are_plain_english_and_dropout_keeps_them_grammatical() -> None:
+    scene = scenes.Scene("triangle", "green", "small", "in the top left", "white")
+    assert scenes.caption(scene) == "a small green triangle in the top left on a white background"
+    orange = scenes.Scene("circle", "orange", "large", "in the center", "orange", "blue")
+    assert scenes.caption(orange).startswith("a large orange circle")
+    assert scenes.caption(orange).endswith("on an orange and blue background")
+    rng = random.Random(0)
+    seen = {scenes.caption(orange, rng) for _ in range(300)}
+    assert "" in seen  # the unconditional caption CFG needs
+    assert "an orange circle" in seen
+    assert all(text == "" or text.startswith(("a ", "an ")) for text in seen)
+    assert all(" a orange" not in text and " an large" not in text for text in seen)
+
+
+def test_measure_reads_rendered_scenes_correctly() -> None:
+    rng = random.Random(11)
+    checked = 0
+    for _ in range(150):
+        scene = scenes.random_scene(rng)
+        if scene.background2 is not None:
+            continue
+        reading = measure.read(scenes.render(scene))
+        assert (reading.shape, reading.background) == (scene.colour, scene.background), scene
+        if scene.position != "in the center":
+            assert reading.quadrant is not None and reading.quadrant in scene.position, scene
+        checked += 1
+    assert checked > 100
+
+
+def test_folding_the_latent_normalisation_into_the_vae_keeps_its_output() -> None:
+    config = train.TrainConfig(vae_channels=(32, 32), seed=3)
+    vae = train.build_components(config)["vae"].eval()
+    pixels, _ = scenes.dataset(32, seed=1)
+    x = train._to_tensor(pixels)
+    with torch.no_grad():
+        before = vae.decode(vae.encode(x).latent_dist.mean).sample
+        raw = train.encode_scenes(vae, pixels, config)
+        scaled = train.normalise_latents(vae, raw)
+        posterior = vae.encode(x).latent_dist
+        after = vae.decode(posterior.mean).sample
+    assert torch.allclose(before, after, atol=1e-4)
+    assert torch.allclose(posterior.mean * vae.config.scaling_factor, scaled, atol=1e-4)
+    assert abs(float(scaled.mean(dim=(0, 2, 3)).abs().max())) < 1e-4
+    assert float(scaled.std()) == pytest.approx(1.0, abs=0.02)
+
+
+def _micro_config() -> train.TrainConfig:
+    return train.TrainConfig(
+        vae_steps=3, vae_batch=4, unet_steps=4, unet_batch=4, scenes=64, warmup_steps=1, log_every=1, snapshot_every=2
+    )
+
+
+def test_the_training_script_is_reproducible_and_saves_a_checkpoint_the_normal_loader_runs(tmp_path: Path) -> None:
+    from tools.train_demo_model import main
+
+    lines: list[str] = []
+    first, meta = train.train(_micro_config(), log=lines.append, snapshot_path=tmp_path / "snap.safetensors")
+    path = train.save(first, meta, tmp_path / "demo.safetensors")
+    assert any(line.startswith("[vae] step 3/3") for line in lines)
+    assert any(line.startswith("[unet] step 4/4") and "eta" in line for line in lines)
+    assert (tmp_path / "snap.safetensors").is_file()  # snapshot at step 2 of 4
+
+    again, _ = train.train(_micro_config(), log=lambda _: None)
+    for name in ("unet", "text_encoder", "vae"):
+        for (key, a), b in zip(first[name].state_dict().items(), again[name].state_dict().values(), strict=True):
+            assert torch.equal(a, b), f"{name}.{key} differs between two runs with the same seed"
+
+    with safe_open(str(path), "pt") as f:
+        keys = list(f.keys())
+        assert all(f.get_slice(k).get_dtype() == "F16" for k in keys)
+    assert any(k.startswith("model.diffusion_model.input_blocks.") for k in keys)
+    assert any(k.startswith("cond_stage_model.transformer.text_model.") for k in keys)
+    assert any(k.startswith("first_stage_model.encoder.") for k in keys)
+
+    metadata = formats.read_metadata(path)
+    assert model_defaults.from_metadata(metadata) == {
+        "width": 64,
+        "height": 64,
+        "steps": 20,
+        "cfg_scale": 5.0,
+        "sampler_name": "Euler a",
+    }
+    assert json.loads(metadata["easel.training"])["config"]["seed"] == 1234
+    assert PreviewProjection.from_metadata(metadata) is not None
+
+    loaded = loader.load_single_file(path, formats.read_state_dict(path), torch.float32)
+    assert loaded.arch.family == "sd1"
+    assert loaded.components["vae"].config.block_out_channels == [32, 64, 64]
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        **loaded.components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    image = pipe("a red circle", num_inference_steps=2, width=64, height=64, output_type="pil").images[0]
+    assert image.size == (64, 64)
+
+    # The command-line wrapper runs the same code end to end.
+    assert main(["--quick", "--vae-steps", "2", "--unet-steps", "2", "--out", str(tmp_path / "quick.safetensors")]) == 0
+    assert (tmp_path / "quick.safetensors").stat().st_size > 1_000_000
+
+
+def test_model_defaults_take_only_sane_known_fields() -> None:
+    found = model_defaults.from_metadata(
+        {
+            "modelspec.resolution": "1024x768",
+            "easel.defaults": json.dumps({"steps": 30, "cfg_scale": 99, "width": 63, "prompt": "x", "sampler_name": 5}),
+        }
+    )
+    assert found == {"width": 1024, "height": 768, "steps": 30}
+    assert model_defaults.from_metadata({"easel.defaults": "not json"}) == {}

@@ -1,0 +1,60 @@
+"""Train Easel's built-in demo model from scratch and save it where Easel ships it.
+
+    python tools/train_demo_model.py                  # the shipped model: about 50 minutes on 2 CPU cores
+    python tools/train_demo_model.py --quick --out /tmp/demo.safetensors   # a smoke run of a minute
+
+The run is reproducible from ``--seed`` on the same machine and torch build (CPU kernels differ across CPUs in
+the last bits). It prints progress with an ETA, and with ``--snapshot`` saves the weights so far every 1000
+U-Net steps. Timings of the shipped model are in docs/demo-model.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from webui.demo import train
+from webui.demo.weights import DEMO_MODEL_PATH
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=DEMO_MODEL_PATH, help="where to save (default: the shipped file)")
+    parser.add_argument("--seed", type=int, default=train.TrainConfig.seed)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1... (default: cuda when available)")
+    parser.add_argument("--vae-steps", type=int, default=None)
+    parser.add_argument("--unet-steps", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="a tiny run to check the script works (useless model)")
+    parser.add_argument("--snapshot", type=Path, default=None, help="save the weights so far here every 1000 steps")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = train.TrainConfig(seed=args.seed)
+    if args.quick:
+        config = train.TrainConfig(
+            seed=args.seed, vae_steps=20, unet_steps=20, scenes=256, warmup_steps=5, log_every=5, snapshot_every=10
+        )
+    config.device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if args.vae_steps is not None:
+        config.vae_steps = args.vae_steps
+    if args.unet_steps is not None:
+        config.unet_steps = args.unet_steps
+    where = config.device if config.device != "cpu" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"training the demo model (seed {config.seed}, {where}) into {args.out}")
+    started = time.perf_counter()
+    components, metadata = train.train(config, log=lambda line: print(line, flush=True), snapshot_path=args.snapshot)
+    train.save(components, metadata, args.out)
+    size = args.out.stat().st_size / 2**20
+    print(f"saved {args.out} ({size:.1f} MiB) after {(time.perf_counter() - started) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
