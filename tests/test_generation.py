@@ -305,7 +305,7 @@ def test_broken_files_fail_with_their_name_and_the_loaded_model_stays(service, m
             assert service.engine.weights.active is loaded
             assert name in service.engine.weights.checkpoints.errors
         assert _run(service).images  # the loaded model still works
-        assert len(service.engine.weights.checkpoints.list()) == 4  # and the list still shows every file
+        assert len(service.engine.weights.checkpoints.list()) == 5  # every file, and the built-in demo model
     finally:
         for name in ("c-truncated.safetensors", "d-pickle.safetensors"):
             (folder / name).unlink()

@@ -36,6 +36,7 @@ CHROMIUM_ARGS = [
 ]
 START_TIMEOUT = 90.0
 SCREENSHOT = Path("/tmp/easel-txt2img.png")
+DEMO_SCREENSHOT = Path("/tmp/easel-demo.png")
 TITLE = re.compile(r"^tiny-sd1\.safetensors( \[[0-9a-f]{10}\])?$")  # the hash shows once it is known
 
 
@@ -67,15 +68,13 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path) -> Non
     pytest.fail(f"app.py did not answer on {url} within {START_TIMEOUT:.0f} s:\n{log.read_text()[-4000:]}")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tiny_sd1_ckpt: Path) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("ui-browser")
+@contextlib.contextmanager
+def _serve(root: Path, *flags: str) -> Iterator[Server]:
+    """``python app.py`` on ``root/models`` and ``root/outputs`` until the block ends."""
     models, outputs, log = root / "models", root / "outputs", root / "app.log"
-    (models / "Stable-diffusion").mkdir(parents=True)
-    shutil.copy(tiny_sd1_ckpt, models / "Stable-diffusion" / "tiny-sd1.safetensors")
     port = _free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_TEMP_DIR": str(root / "gradio-tmp")}
-    command = [sys.executable, "app.py", "--port", str(port)]
+    command = [sys.executable, "app.py", "--port", str(port), *flags]
     command += ["--models-dir", str(models), "--outputs-dir", str(outputs)]
     with log.open("wb") as sink:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
@@ -90,6 +89,15 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_sd1_ckpt: Path) -> Ite
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_sd1_ckpt: Path) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("ui-browser")
+    (root / "models" / "Stable-diffusion").mkdir(parents=True)
+    shutil.copy(tiny_sd1_ckpt, root / "models" / "Stable-diffusion" / "tiny-sd1.safetensors")
+    with _serve(root, "--no-demo-model") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +162,8 @@ def test_txt2img_in_the_browser_shows_and_saves_the_image(ui: Page, server: Serv
     checkpoint.click()
     options = ui.get_by_role("option")
     expect(options).to_have_count(1)
-    assert TITLE.match(options.first.inner_text().strip()), options.all_inner_texts()
+    # The page preselects the model a generation would use, so its option carries Gradio's check mark.
+    assert TITLE.match(options.first.inner_text().removeprefix("✓").strip()), options.all_inner_texts()
     options.first.click()
     expect(checkpoint).to_have_value(TITLE)
 
@@ -222,3 +231,38 @@ def test_refreshing_the_checkpoint_list_keeps_the_selected_checkpoint(ui: Page, 
     _set_number(ui, "Seed (-1 = random)", 13)
     ui.locator("#txt2img_generate").click()
     _expect_done(ui, server, before | server.pngs(), seed=13)
+
+
+def test_a_fresh_install_draws_the_prompt_with_the_demo_model(
+    tmp_path_factory: pytest.TempPathFactory, chromium: Browser
+) -> None:
+    """An empty models folder: the page offers the demo model, sets its 64x64 size, and draws what is asked."""
+    from PIL import Image
+
+    from webui.demo import measure
+
+    root = tmp_path_factory.mktemp("fresh-install")
+    (root / "models").mkdir()
+    with _serve(root) as fresh:
+        context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        try:
+            page.goto(fresh.url)
+            checkpoint = page.get_by_label("Stable Diffusion checkpoint")
+            expect(checkpoint).to_have_value(re.compile(r"^easel-demo-shapes\.safetensors.* \(built-in demo\)$"))
+            expect(page.get_by_label("number input for Width")).to_have_value("64")
+            expect(page.get_by_label("number input for Height")).to_have_value("64")
+            page.locator("#txt2img_prompt textarea").fill("a red circle on a blue background")
+            _set_number(page, "Seed (-1 = random)", 1)
+            page.locator("#txt2img_generate").click()
+            expect(page.locator("#txt2img_gallery img").first).to_be_visible()
+            expect(page.locator("#txt2img_status")).to_contain_text("Done in")
+            page.screenshot(path=str(DEMO_SCREENSHOT), full_page=True)
+        finally:
+            context.close()
+        (saved,) = fresh.pngs()
+        image = Image.open(saved)
+        assert image.size == (64, 64)
+        reading = measure.read(image)
+        assert (reading.shape, reading.background) == ("red", "blue")

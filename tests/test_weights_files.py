@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from webui.errors import ModelLoadError, ModelNotFound
+from webui.errors import EaselError, ModelLoadError, ModelNotFound
 from webui.weights import formats, hashing
 from webui.weights.hashing import HashCache
 from webui.weights.registry import VAE_EXTENSIONS, ModelRegistry
@@ -547,3 +547,46 @@ def test_lightning_era_ckpt_with_callbacks_and_numpy_counters_loads_without_runn
     loaded = formats.read_state_dict(path)
     assert list(loaded) == ["model.diffusion_model.x"]
     assert not canary.exists()
+
+
+def test_builtin_models_are_listed_after_the_users_and_a_user_file_of_that_name_wins(
+    models: Path, tmp_path: Path
+) -> None:
+    shipped = tmp_path / "package" / "easel-demo.safetensors"
+    shipped.parent.mkdir()
+    shipped.write_bytes(b"demo" * 10)
+    registry = _registry(models, builtins=[shipped])
+    items = registry.list()
+    assert items[-1].name == "easel-demo.safetensors" and items[-1].builtin and items[-1].path == shipped
+    assert not any(i.builtin for i in items[:-1])
+    assert registry.get("easel-demo").path == shipped
+    (models / "easel-demo.safetensors").write_bytes(b"mine" * 10)
+    registry.refresh()
+    mine = registry.get("easel-demo.safetensors")
+    assert mine.path == models / "easel-demo.safetensors" and not mine.builtin
+    assert sum(i.name == "easel-demo.safetensors" for i in registry.list()) == 1
+    assert _registry(models, builtins=[tmp_path / "missing.safetensors"]).list()[-1].name != "missing.safetensors"
+
+
+def test_the_demo_model_is_the_default_only_without_a_usable_user_checkpoint(tmp_path: Path) -> None:
+    from webui.demo.weights import DEMO_MODEL_NAME
+    from webui.pipeline.device import choose
+    from webui.settings import Settings
+    from webui.weights.manager import WeightsManager
+
+    models = tmp_path / "models"
+    (models / "Stable-diffusion").mkdir(parents=True)
+    settings = Settings(models_dir=models)
+    weights = WeightsManager(settings, choose(settings))
+    weights.refresh()
+    assert weights.default_checkpoint().name == DEMO_MODEL_NAME
+    _safetensors(models / "Stable-diffusion" / "zz-mine.safetensors")
+    weights.refresh()
+    assert weights.default_checkpoint().name == "zz-mine.safetensors"  # a usable file of the user's wins
+    weights.checkpoints.record_error(weights.checkpoints.get("zz-mine"), "broken")
+    assert weights.default_checkpoint().name == DEMO_MODEL_NAME
+    hidden = WeightsManager(Settings(models_dir=tmp_path / "empty", demo_model=False), choose(settings))
+    hidden.refresh()
+    assert hidden.checkpoints.list() == []
+    with pytest.raises(EaselError, match="no usable checkpoint"):
+        hidden.default_checkpoint()

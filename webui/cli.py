@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from webui import samplers
 from webui import settings as settings_mod
@@ -19,13 +20,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=["txt2img", "img2img", "inpaint"], default="txt2img")
     parser.add_argument("--prompt", "-p", default="")
     parser.add_argument("--negative-prompt", "-n", default="")
-    parser.add_argument("--sampler", default=samplers.DEFAULT_SAMPLER, help=", ".join(samplers.sampler_names()))
+    # Left unset, sampler, steps, CFG and size come from the model's own defaults (its metadata), then A1111's.
+    parser.add_argument("--sampler", default=None, help=", ".join(samplers.sampler_names()))
     parser.add_argument("--scheduler", default="Automatic", help=", ".join(samplers.schedule_labels()))
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--cfg-scale", type=float, default=7.0)
+    parser.add_argument("--steps", type=int, default=None, help="default: the model's, else 20")
+    parser.add_argument("--cfg-scale", type=float, default=None, help="default: the model's, else 7")
     parser.add_argument("--seed", type=int, default=-1)
-    parser.add_argument("--width", "-W", type=int, default=512)
-    parser.add_argument("--height", "-H", type=int, default=512)
+    parser.add_argument("--width", "-W", type=int, default=None, help="default: the model's native size, else 512")
+    parser.add_argument("--height", "-H", type=int, default=None, help="default: the model's native size, else 512")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--batch-count", type=int, default=1)
     parser.add_argument("--clip-skip", type=int, default=1)
@@ -43,20 +45,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def request_from_args(args: argparse.Namespace) -> GenerationRequest:
+_FALLBACKS = {"sampler_name": samplers.DEFAULT_SAMPLER, "steps": 20, "cfg_scale": 7.0, "width": 512, "height": 512}
+
+
+def request_from_args(args: argparse.Namespace, model_defaults: dict[str, Any] | None = None) -> GenerationRequest:
+    """The request the options describe; options not given take ``model_defaults``, then A1111's defaults."""
     from webui.images import decode_image
 
+    given = {
+        "sampler_name": args.sampler,
+        "steps": args.steps,
+        "cfg_scale": args.cfg_scale,
+        "width": args.width,
+        "height": args.height,
+    }
+    chosen = {k: v if v is not None else (model_defaults or {}).get(k, _FALLBACKS[k]) for k, v in given.items()}
     fields = dict(
         mode=args.mode,
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
-        sampler_name=args.sampler,
         scheduler=args.scheduler,
-        steps=args.steps,
-        cfg_scale=args.cfg_scale,
         seed=args.seed,
-        width=args.width,
-        height=args.height,
+        **chosen,
         batch_size=args.batch_size,
         n_iter=args.batch_count,
         clip_skip=args.clip_skip,
@@ -80,11 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        request = request_from_args(args)
+        request_from_args(args)  # a bad option fails before any model work
         from webui.service.factory import create_service
 
         service = create_service(settings_mod.from_args(args))
         try:
+            request = request_from_args(args, service.defaults_for(args.model))
             result = service.generate(request)
         finally:
             service.stop()

@@ -43,6 +43,7 @@ class Settings:
     no_half_vae: bool = False
     max_queue: int = 64
     ckpt_cache: int = 0
+    demo_model: bool = True  # list Easel's built-in demo model (the default when the user has no checkpoint)
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -96,6 +97,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=Settings.ckpt_cache,
         help="previously used checkpoints kept in RAM, so switching back to one takes no reload",
     )
+    parser.add_argument(
+        "--no-demo-model",
+        dest="demo_model",
+        action="store_false",
+        help="do not list Easel's built-in demo model (it is otherwise the default when you have no checkpoint)",
+    )
     dev = parser.add_argument_group("device")
     dev.add_argument(
         "--device", choices=DEVICES, default="auto", help="compute device (auto: CUDA, then MPS, then CPU)"
@@ -148,6 +155,7 @@ def from_args(args: argparse.Namespace) -> Settings:
         no_half_vae=args.no_half_vae,
         max_queue=args.max_queue,
         ckpt_cache=args.ckpt_cache,
+        demo_model=args.demo_model,
         limits=limits,
         **extra,
     )

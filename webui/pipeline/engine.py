@@ -24,7 +24,7 @@ from webui.errors import GenerationFailed
 from webui.outputs.infotext import infotext_for
 from webui.pipeline import imageops
 from webui.pipeline.device import DeviceConfig
-from webui.pipeline.preview import cheap_preview
+from webui.pipeline.preview import PreviewProjection, cheap_preview
 from webui.pipeline.schedulers import build_scheduler, schedule_label
 from webui.types import SEED_MAX, GeneratedImage, GenerationRequest, MaskedContent, Mode
 from webui.weights.manager import ActiveModel, WeightsManager
@@ -287,17 +287,19 @@ class Engine:
         iterations: int,
     ) -> Callable[..., dict[str, Any]]:
         family = model.arch.family
+        projection = PreviewProjection.from_metadata(model.metadata)
 
         def callback(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             if on_step is not None:
                 latents = tensors["latents"]
+                scale = int(getattr(pipe, "vae_scale_factor", 8))
                 on_step(
                     StepInfo(
                         step=i + 1,
                         total_steps=pipe.num_timesteps,
                         iteration=iteration,
                         iterations=iterations,
-                        preview=lambda: cheap_preview(latents, family),
+                        preview=lambda: cheap_preview(latents, family, projection, scale),
                     )
                 )
             return {}

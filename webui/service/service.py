@@ -18,6 +18,8 @@ from webui.outputs.saving import save_image
 from webui.service.jobs import Job
 from webui.settings import Settings
 from webui.types import GenerationRequest, GenerationResult
+from webui.weights.model_defaults import generation_defaults
+from webui.weights.registry import CheckpointInfo
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,20 @@ class GenerationService:
             raise PermissionError("this job belongs to another user")
         job.cancel()
         return job
+
+    # -- models --------------------------------------------------------------------------------------
+    def default_checkpoint(self) -> CheckpointInfo | None:
+        """What a request without a checkpoint would use (None when there is nothing usable)."""
+        try:
+            return self.engine.weights.default_checkpoint()
+        except EaselError:
+            return None
+
+    def defaults_for(self, checkpoint: str | None) -> dict[str, Any]:
+        """Request fields a checkpoint asks for (native size, steps, CFG, sampler), read from its metadata
+        without loading it. The UI applies them when the model is selected; the CLI for options not given."""
+        info = self.engine.weights.checkpoints.get(checkpoint) if checkpoint else self.default_checkpoint()
+        return generation_defaults(info.path) if info is not None else {}
 
     # -- the worker ----------------------------------------------------------------------------------
     def _work(self) -> None:

@@ -32,8 +32,9 @@ def _progress_text(progress: Progress) -> str:
 def build_ui(service: GenerationService) -> gr.Blocks:
     checkpoints = service.engine.weights.checkpoints
 
-    def checkpoint_titles() -> list[str]:
-        return [c.title for c in checkpoints.list()]
+    def checkpoint_titles() -> list[tuple[str, str]]:
+        """(label, value) pairs: the value stays A1111's title; the label says which file came with Easel."""
+        return [(f"{c.title} (built-in demo)" if c.builtin else c.title, c.title) for c in checkpoints.list()]
 
     with gr.Blocks(title="Easel") as page:
         job_id = gr.State(None)
@@ -134,8 +135,24 @@ def build_ui(service: GenerationService) -> gr.Blocks:
                 value = checkpoints.get(current).title if current else None
             except EaselError:
                 value = None
+            if value is None:  # show what a generation would use (the demo model on a fresh install)
+                default = service.default_checkpoint()
+                value = default.title if default is not None else None
             return gr.update(choices=checkpoint_titles(), value=value)
 
+        def apply_defaults(current: str | None) -> tuple[Any, ...]:
+            """Selecting a model sets what it was made for (the demo model: 64x64), as its metadata says."""
+            try:
+                found = service.defaults_for(current or None)
+            except EaselError:
+                found = {}
+            names = ("width", "height", "steps", "cfg_scale", "sampler_name")
+            return tuple(gr.update(value=found[n]) if n in found else gr.update() for n in names)
+
+        model_fields = [width, height, steps, cfg, sampler]
         refresh.click(rescan, inputs=[checkpoint], outputs=[checkpoint])
-        page.load(rescan, inputs=[checkpoint], outputs=[checkpoint])
+        checkpoint.input(apply_defaults, inputs=[checkpoint], outputs=model_fields)
+        page.load(rescan, inputs=[checkpoint], outputs=[checkpoint]).then(
+            apply_defaults, inputs=[checkpoint], outputs=model_fields
+        )
     return page

@@ -8,16 +8,17 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from webui.demo.weights import DEMO_MODEL_PATH
 from webui.errors import EaselError, ModelLoadError
 from webui.pipeline.device import DeviceConfig
 from webui.settings import Settings
-from webui.weights import formats, loader
+from webui.weights import formats, loader, model_defaults
 from webui.weights.detect import Architecture
 from webui.weights.hashing import HashCache
 from webui.weights.registry import CheckpointInfo, ModelRegistry
@@ -33,6 +34,7 @@ class ActiveModel:
     arch: Architecture
     components: dict[str, Any]
     load_seconds: float
+    metadata: dict[str, str] = field(default_factory=dict)  # the file's safetensors metadata (empty otherwise)
 
     @property
     def scheduler_config(self) -> dict[str, Any]:
@@ -44,7 +46,10 @@ class WeightsManager:
         self.settings = settings
         self.device = device
         self.hash_cache = HashCache(settings.cache_path / "hashes.json")
-        self.checkpoints = ModelRegistry(settings.checkpoints_path, self.hash_cache, label="checkpoint")
+        builtins = [DEMO_MODEL_PATH] if settings.demo_model else []
+        self.checkpoints = ModelRegistry(
+            settings.checkpoints_path, self.hash_cache, label="checkpoint", builtins=builtins
+        )
         self.active: ActiveModel | None = None
         # Models used before, parked in RAM (most recent last), so switching back skips the load.
         self._parked: OrderedDict[Path, ActiveModel] = OrderedDict()
@@ -54,10 +59,12 @@ class WeightsManager:
         return self.checkpoints.list()
 
     def default_checkpoint(self) -> CheckpointInfo:
-        """The checkpoint used when a request names none: the flag's choice, else the first valid file."""
+        """The checkpoint used when a request names none: the flag's choice, else the first valid file of the
+        user's, else the built-in demo model (so a fresh install draws something without downloading)."""
         if self.settings.checkpoint:
             return self.checkpoints.get(self.settings.checkpoint)
         usable = [c for c in self.checkpoints.list() if c.name not in self.checkpoints.errors]
+        usable.sort(key=lambda c: c.builtin)  # stable: the user's own files first, in listed order
         if not usable:
             raise EaselError(
                 f"checkpoint: no usable checkpoint in {self.settings.checkpoints_path}; "
@@ -119,18 +126,24 @@ class WeightsManager:
         started = time.perf_counter()
         log.info("loading %s", info.name)
         kind = formats.sniff(info.path)
+        metadata: dict[str, str] = {}
         if kind == "diffusers":
             loaded = loader.load_diffusers_folder(info.path, self.device.dtype)
         else:
             state_dict = formats.read_state_dict(info.path)
             loaded = loader.load_single_file(info.path, state_dict, self.device.dtype)
             del state_dict
+            metadata = formats.read_metadata(info.path)
             info.ensure_hash(self.hash_cache)
+        arch = loaded.arch
+        native = model_defaults.from_metadata(metadata).get("width")
+        if native:
+            arch = replace(arch, native_size=native)
         components = loaded.components
-        self._place(components, loaded.arch)
+        self._place(components, arch)
         seconds = time.perf_counter() - started
-        log.info("loaded %s (%s) in %.1f s", info.title, loaded.arch.label, seconds)
-        return ActiveModel(info=info, arch=loaded.arch, components=components, load_seconds=seconds)
+        log.info("loaded %s (%s) in %.1f s", info.title, arch.label, seconds)
+        return ActiveModel(info=info, arch=arch, components=components, load_seconds=seconds, metadata=metadata)
 
     def _place(self, components: dict[str, Any], arch: Architecture) -> None:
         """Move weights to the device in the chosen precision, or attach offload hooks (CUDA only)."""

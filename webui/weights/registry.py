@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class CheckpointInfo:
     mtime: float
     sha256: str | None = None
     legacy_hash: str | None = None
+    builtin: bool = False  # shipped with Easel (the demo model), not found in the user's folder
 
     @property
     def shorthash(self) -> str | None:
@@ -75,12 +77,15 @@ class ModelRegistry:
         *,
         label: str = "checkpoint",
         diffusers_folders: bool = True,
+        builtins: Sequence[Path] = (),
     ) -> None:
         self.root = Path(root)
         self.cache = cache
         self.extensions = tuple(e.lower() for e in extensions)
         self.label = label
         self.diffusers_folders = diffusers_folders
+        # Files shipped with Easel, listed after the user's own; a user file of the same name hides one.
+        self.builtins = tuple(Path(p) for p in builtins)
         self.errors: dict[str, str] = {}
         self._error_stamps: dict[str, tuple[int, float]] = {}
         self._items: list[CheckpointInfo] = []
@@ -94,6 +99,11 @@ class ModelRegistry:
         else:
             log.info("%s folder %s does not exist; no models listed", self.label, self.root)
         found.sort(key=lambda i: (i.name.casefold(), i.name))
+        names = {i.name for i in found}
+        for path in self.builtins:
+            if path.name not in names and path.is_file():
+                st = path.stat()
+                found.append(CheckpointInfo(path, path.name, path.stem, "file", st.st_size, st.st_mtime, builtin=True))
         for info in found:
             if info.kind == "file":
                 info.sha256 = self.cache.get(info.path, "sha256")
