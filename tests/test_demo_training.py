@@ -135,3 +135,40 @@ def test_model_defaults_take_only_sane_known_fields() -> None:
     )
     assert found == {"width": 1024, "height": 768, "steps": 30}
     assert model_defaults.from_metadata({"easel.defaults": "not json"}) == {}
+
+
+def test_resume_continues_the_unet_and_text_encoder_keeps_the_vae_and_records_both_runs(tmp_path: Path) -> None:
+    from tools.train_demo_model import main
+
+    first, meta = train.train(_micro_config(), log=lambda _: None)
+    source = train.save(first, meta, tmp_path / "first.safetensors")
+    out = tmp_path / "resumed.safetensors"
+    recipe = ["--unet-steps", "3", "--unet-lr", "1e-3", "--blind-from", "900", "--snr-floor", "0.1"]
+    assert main(["--quick", "--resume", str(source), *recipe, "--out", str(out)]) == 0
+
+    before, after = formats.read_state_dict(source), formats.read_state_dict(out)
+    assert before.keys() == after.keys()
+    vae_keys = [k for k in before if k.startswith("first_stage_model.")]
+    unet_keys = [k for k in before if k.startswith("model.diffusion_model.")]
+    assert vae_keys and all(torch.equal(before[k], after[k]) for k in vae_keys)
+    assert any(not torch.equal(before[k], after[k]) for k in unet_keys)
+
+    metadata, old = formats.read_metadata(out), formats.read_metadata(source)
+    assert metadata["easel.preview"] == old["easel.preview"] and metadata["easel.defaults"] == old["easel.defaults"]
+    stages = json.loads(metadata["easel.training"])["stages"]
+    assert len(stages) == 2 and stages[0] == json.loads(old["easel.training"])
+    assert stages[1]["resumed_from"] == "first.safetensors"
+    assert stages[1]["config"]["blind_from"] == 900 and stages[1]["unet_steps_done"] == 3
+
+
+def test_blind_training_pairs_lead_the_samplers_formula_from_pure_noise_back_to_the_image() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn((4, 4, 8, 8), generator=gen), torch.randn((4, 4, 8, 8), generator=gen)
+    a = torch.tensor([0.9, 0.5, 0.01, 0.0047])[:, None, None, None]
+    blind = torch.tensor([False, False, True, True])
+    noisy, target = train.noised(x0, noise, a, blind)
+    assert torch.allclose(noisy[:2], a[:2].sqrt() * x0[:2] + (1 - a[:2]).sqrt() * noise[:2])
+    assert torch.equal(target[:2], noise[:2])
+    assert torch.allclose(noisy[2:], (1 - a[2:]).sqrt() * noise[2:])  # nothing of the image in the input
+    recovered = (noisy - (1 - a).sqrt() * target) / a.sqrt()  # what the sampler computes as x0
+    assert torch.allclose(recovered, x0, atol=1e-4)

@@ -2,6 +2,7 @@
 
     python tools/train_demo_model.py                  # the shipped model: about 50 minutes on 2 CPU cores
     python tools/train_demo_model.py --quick --out /tmp/demo.safetensors   # a smoke run of a minute
+    python tools/train_demo_model.py --resume FILE --unet-steps 1500 --out /tmp/more.safetensors
 
 The run is reproducible from ``--seed`` on the same machine and torch build (CPU kernels differ across CPUs in
 the last bits). It prints progress with an ETA, and with ``--snapshot`` saves the weights so far every 1000
@@ -31,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1... (default: cuda when available)")
     parser.add_argument("--vae-steps", type=int, default=None)
     parser.add_argument("--unet-steps", type=int, default=None)
+    parser.add_argument("--unet-lr", type=float, default=None)
+    parser.add_argument("--snr-floor", type=float, default=None, help="lower bound of the x0 loss weight")
+    parser.add_argument("--blind-from", type=int, default=None, help="timestep from which training input is pure noise")
+    parser.add_argument("--resume", type=Path, default=None, help="continue a saved model's text encoder and U-Net")
     parser.add_argument("--quick", action="store_true", help="a tiny run to check the script works (useless model)")
     parser.add_argument("--snapshot", type=Path, default=None, help="save the weights so far here every 1000 steps")
     args = parser.parse_args(argv)
@@ -46,10 +51,20 @@ def main(argv: list[str] | None = None) -> int:
         config.vae_steps = args.vae_steps
     if args.unet_steps is not None:
         config.unet_steps = args.unet_steps
+    if args.unet_lr is not None:
+        config.unet_lr = args.unet_lr
+    if args.snr_floor is not None:
+        config.snr_floor = args.snr_floor
+    if args.blind_from is not None:
+        config.blind_from = args.blind_from
     where = config.device if config.device != "cpu" else f"cpu, {torch.get_num_threads()} threads"
     print(f"training the demo model (seed {config.seed}, {where}) into {args.out}")
     started = time.perf_counter()
-    components, metadata = train.train(config, log=lambda line: print(line, flush=True), snapshot_path=args.snapshot)
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    if args.resume:
+        components, metadata = train.resume(args.resume, config, log=log, snapshot_path=args.snapshot)
+    else:
+        components, metadata = train.train(config, log=log, snapshot_path=args.snapshot)
     train.save(components, metadata, args.out)
     size = args.out.stat().st_size / 2**20
     print(f"saved {args.out} ({size:.1f} MiB) after {(time.perf_counter() - started) / 60:.1f} min")

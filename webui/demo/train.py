@@ -60,6 +60,15 @@ class TrainConfig:
     ema_decay: float = 0.999
     offset_noise: float = 0.1
     min_snr_gamma: float = 5.0
+    # Lower bound on the x0-space loss weight (min-SNR only caps it from above). With plain noise prediction the
+    # weight of getting x0 right falls to SNR (0.005 at t=999), and layout is decided at exactly those noise
+    # levels: without a floor the model never needs position words and ignores them.
+    snr_floor: float = 0.0
+    # From this timestep up, the U-Net is shown pure noise (as the sampler's first steps are) and asked for the
+    # noise that leads to the real image. SD's schedule leaves a trace of the image at t=999 and on 16x16 latents
+    # that trace already tells where the shape is, so a model trained only on it places the shape wherever the
+    # starting noise happens to have a bump and never learns position words.
+    blind_from: int = 1000
     scenes: int = 30000  # distinct scenes encoded for the U-Net phase
     bf16: bool = False  # autocast to bfloat16 (measured no faster on 2 AMX cores at these sizes)
     device: str = "cpu"  # "cuda" trains on a GPU; data and noise are still drawn on the CPU, from the seed
@@ -231,6 +240,24 @@ def fit_preview(vae: Any, latents: torch.Tensor, pixels: np.ndarray, factor: int
     return {"factors": solution[:-1].tolist(), "bias": solution[-1].tolist()}
 
 
+def noised(
+    x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, blind: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The U-Net's training input x_t and its target noise.
+
+    Where ``blind``, x_t is the noise alone, as the sampler's first step sees it (no trace of the image), and
+    the target is the noise that, taken out of that x_t by the sampler's own formula, leaves the training
+    image: eps = (x_t - sqrt(a) x0) / sqrt(1 - a).
+    """
+    a = alpha_bar
+    noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    if not bool(blind.any()):
+        return noisy, noise
+    mask = blind.view(-1, *([1] * (x0.dim() - 1)))
+    blind_x = (1 - a).sqrt() * noise
+    return torch.where(mask, blind_x, noisy), torch.where(mask, noise - (a / (1 - a)).sqrt() * x0, noise)
+
+
 def _tokenize(tokenizer: Any, texts: list[str]) -> torch.Tensor:
     return tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
 
@@ -247,7 +274,7 @@ def train_unet(
     unet, text_encoder, tokenizer = components["unet"], components["text_encoder"], components["tokenizer"]
     alphas = components["scheduler"].alphas_cumprod.float()
     snr = alphas / (1 - alphas)
-    weights = torch.clamp(snr, max=config.min_snr_gamma) / snr
+    weights = torch.clamp(snr, min=config.snr_floor, max=config.min_snr_gamma) / snr
     rng = random.Random(config.seed + 2)
     gen = torch.Generator().manual_seed(config.seed + 2)
     params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -271,13 +298,12 @@ def train_unet(
         noise = torch.randn(x0.shape, generator=gen)
         noise += config.offset_noise * torch.randn((x0.shape[0], x0.shape[1], 1, 1), generator=gen)
         t = torch.randint(0, len(alphas), (x0.shape[0],), generator=gen)
-        a = alphas[t][:, None, None, None]
-        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        ids, noisy, noise, t = (v.to(config.device) for v in (ids, noisy, noise, t))
+        noisy, target = noised(x0, noise, alphas[t][:, None, None, None], t >= config.blind_from)
+        ids, noisy, target, t = (v.to(config.device) for v in (ids, noisy, target, t))
         with _autocast(config):
             context = text_encoder(ids)[0]
             pred = unet(noisy, t, encoder_hidden_states=context).sample.float()
-        loss = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
+        loss = ((pred - target) ** 2).mean(dim=(1, 2, 3))
         loss = (loss * weights.to(config.device)[t]).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -336,6 +362,59 @@ def train(
     return components, metadata_for(minutes, config.unet_steps)
 
 
+def resume(
+    path: Path, config: TrainConfig, log: Log = print, snapshot_path: Path | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Continue training the text encoder and U-Net of a saved demo model for ``config.unet_steps`` more steps,
+    with ``config``'s recipe (the VAE, its latent scale and the preview fit are kept as they are).
+
+    This is how a recipe change is tried without the VAE and first U-Net phase again; the file's training
+    record keeps the earlier run's and adds this one's.
+    """
+    from webui.weights import formats, loader
+
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    source = formats.read_metadata(path)
+    components = dict(loader.load_single_file(path, formats.read_state_dict(path), torch.float32).components)
+    for name in ("vae", "text_encoder", "unet"):
+        components[name] = components[name].to(config.device)
+    components["text_encoder"].requires_grad_(True)
+    components["unet"].requires_grad_(True)
+    vae = components["vae"]
+    log(f"resuming from {path}: rendering and encoding {config.scenes} scenes")
+    pixels, scene_list = scenes.dataset(config.scenes, config.seed + 3, config.image_size)
+    latents = encode_scenes(vae, pixels, config) * vae.config.scaling_factor  # the file's VAE is normalised
+    del pixels
+
+    def metadata_for(unet_steps: int) -> dict[str, str]:
+        minutes = (time.perf_counter() - started) / 60
+        earlier = json.loads(source.get("easel.training", "{}"))
+        stages = earlier.get("stages", [earlier] if earlier else [])
+        record = _training_record(config, minutes, unet_steps, resumed_from=path.name)
+        return {**source, "easel.training": json.dumps({"stages": [*stages, record]})}
+
+    def snapshot(unet: torch.nn.Module, text_encoder: torch.nn.Module, step: int) -> None:
+        if snapshot_path is not None:
+            save({**components, "unet": unet, "text_encoder": text_encoder}, metadata_for(step), snapshot_path)
+            log(f"snapshot at U-Net step {step} saved to {snapshot_path}")
+
+    components["unet"], components["text_encoder"] = train_unet(components, latents, scene_list, config, log, snapshot)
+    log(f"done in {(time.perf_counter() - started) / 60:.1f} min")
+    return components, metadata_for(config.unet_steps)
+
+
+def _training_record(config: TrainConfig, minutes: float, unet_steps: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "config": {k: v for k, v in asdict(config).items() if k != "defaults"},
+        "unet_steps_done": unet_steps,
+        "minutes": round(minutes, 1),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        **extra,
+    }
+
+
 def _metadata(config: TrainConfig, preview: dict[str, Any], minutes: float, unet_steps: int) -> dict[str, str]:
     return {
         "format": "pt",
@@ -345,15 +424,7 @@ def _metadata(config: TrainConfig, preview: dict[str, Any], minutes: float, unet
         "modelspec.resolution": f"{config.image_size}x{config.image_size}",
         "easel.defaults": json.dumps(config.defaults),
         "easel.preview": json.dumps(preview),
-        "easel.training": json.dumps(
-            {
-                "config": {k: v for k, v in asdict(config).items() if k != "defaults"},
-                "unet_steps_done": unet_steps,
-                "minutes": round(minutes, 1),
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-            }
-        ),
+        "easel.training": json.dumps(_training_record(config, minutes, unet_steps)),
     }
 
 
