@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  miss: {failure}")
             for cfg in (1.0, 3.0, 5.0, 7.0):
                 print(f"adherence at CFG {cfg:g}: {evaluate.colour_score(run, cfg_scale=cfg, seed=300).adherence:.2f}")
+            sizes = {cfg: evaluate.size_adherence(run, cfg) for cfg in (1.0, 3.0, 5.0, 7.0)}
+            print("large-size adherence at CFG 1 / 3 / 5 / 7: " + " / ".join(f"{v:.2f}" for v in sizes.values()))
             for quadrant in evaluate.QUADRANTS:
                 hits = evaluate.position_hits(run, quadrant)
                 print(f"position '{quadrant}': {hits}/{len(evaluate.POSITION_PAIRS)} in the quadrant")
