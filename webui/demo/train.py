@@ -60,14 +60,14 @@ class TrainConfig:
     ema_decay: float = 0.999
     offset_noise: float = 0.1
     min_snr_gamma: float = 5.0
-    # Lower bound on the x0-space loss weight (min-SNR only caps it from above). With plain noise prediction the
-    # weight of getting x0 right falls to SNR (0.005 at t=999), and layout is decided at exactly those noise
-    # levels: without a floor the model never needs position words and ignores them.
+    # The two options below are aimed at position words, which the shipped model ignores; both are off in its
+    # recipe, and fine-tuning with them has not yet moved shapes (docs/demo-model.md, "Not learned yet").
+    # snr_floor: lower bound on the x0-space loss weight (min-SNR only caps it from above). With noise
+    # prediction the weight of getting x0 right falls to SNR (0.005 at t=999), where layout is decided.
     snr_floor: float = 0.0
-    # From this timestep up, the U-Net is shown pure noise (as the sampler's first steps are) and asked for the
-    # noise that leads to the real image. SD's schedule leaves a trace of the image at t=999 and on 16x16 latents
-    # that trace already tells where the shape is, so a model trained only on it places the shape wherever the
-    # starting noise happens to have a bump and never learns position words.
+    # blind_from: from this timestep up, the U-Net sees pure noise (as the sampler's first step does) and is
+    # asked for the noise that leads to the real image. SD's schedule leaves a trace of the image at t=999, and
+    # on 16x16 latents that trace already shows where the shape is, so text is never needed for position.
     blind_from: int = 1000
     scenes: int = 30000  # distinct scenes encoded for the U-Net phase
     bf16: bool = False  # autocast to bfloat16 (measured no faster on 2 AMX cores at these sizes)
