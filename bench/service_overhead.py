@@ -3,8 +3,8 @@
 Runs the service's repeats first, stops it, then the direct repeats, in one process, and reports medians and
 the ratio service / direct, which must stay <= 1.03. The arms do not alternate: each thread that runs torch
 ops gets its own OpenMP pool, and on a 2-core machine two pools slow every later call about threefold (0.3 s
-→ 0.9 s an image on the demo model), whichever thread makes it. Also times mode switching (txt2img -> img2img -> inpaint: no reload)
-and checkpoint loading from a cold and a warm hash cache.
+→ 0.9 s an image on the demo model), whichever thread makes it. Also times mode switching (txt2img ->
+img2img -> inpaint: no reload) and checkpoint loading from a cold and a warm hash cache.
 
     .venv/bin/python bench/service_overhead.py [--family sd1] [--size 256] [--steps 20] [--repeats 5]
 

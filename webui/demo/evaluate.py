@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 from PIL import Image
@@ -28,8 +29,8 @@ def colour_cases() -> list[tuple[str, str, str]]:
     for i, colour in enumerate(COLOURS):
         for offset, shape in ((3, "circle"), (7, "square")):
             background = COLOURS[(i + offset) % len(COLOURS)]
-            article = "an" if background[0] in "aeiou" else "a"
-            cases.append((f"a large {colour} {shape} on {article} {background} background", colour, background))
+            prompt = f"a large {colour} {shape} on {scenes.article(background)} {background} background"
+            cases.append((prompt, colour, background))
     return cases
 
 
@@ -78,6 +79,7 @@ def colour_share(
     return float(np.mean(shares))
 
 
+@cache  # hundreds of renders, and the answer never changes
 def trained_size(size: str, shape: str, count: int = 200, seed: int = 0) -> float:
     """Mean share of the image a ``size`` ``shape`` covers in the training data, read as generated images are
     read (so rendering and measuring biases cancel)."""
@@ -105,8 +107,7 @@ def size_adherence(
         colour = COLOURS[index % len(COLOURS)]
         background = COLOURS[(index + 5 + index // len(COLOURS)) % len(COLOURS)]
         shape = scenes.SHAPES[index % len(scenes.SHAPES)]
-        article = "an" if background[0] in "aeiou" else "a"
-        prompt = f"a {size} {colour} {shape} on {article} {background} background"
+        prompt = f"a {size} {colour} {shape} on {scenes.article(background)} {background} background"
         drawn = measure.read(generate(prompt, seed + index, cfg_scale=cfg_scale)).shape_fraction
         scores.append(min(drawn, targets[shape]) / max(drawn, targets[shape], 1e-6))
     return float(np.mean(scores))

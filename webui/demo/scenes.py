@@ -75,14 +75,14 @@ def random_scene(rng: random.Random) -> Scene:
     return Scene(shape, colour, size, position, background, background2, cx, cy, radius)
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
 def background_phrase(scene: Scene) -> str:
     if scene.background2 is None:
-        return f"on {_article(scene.background)} {scene.background} background"
-    return f"on {_article(scene.background)} {scene.background} and {scene.background2} background"
+        return f"on {article(scene.background)} {scene.background} background"
+    return f"on {article(scene.background)} {scene.background} and {scene.background2} background"
 
 
 def caption(scene: Scene, rng: random.Random | None = None) -> str:
@@ -104,7 +104,7 @@ def caption(scene: Scene, rng: random.Random | None = None) -> str:
             return ""
     words = [w for part, w in (("size", scene.size), ("colour", scene.colour)) if keep[part]]
     words.append(scene.shape if keep["shape"] else "shape")
-    text = f"{_article(words[0])} {' '.join(words)}"
+    text = f"{article(words[0])} {' '.join(words)}"
     if keep["position"]:
         text += f" {scene.position}"
     if keep["background"]:
