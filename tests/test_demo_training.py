@@ -98,6 +98,7 @@ def test_the_training_script_is_reproducible_and_saves_a_checkpoint_the_normal_l
     assert any(k.startswith("model.diffusion_model.input_blocks.") for k in keys)
     assert any(k.startswith("cond_stage_model.transformer.text_model.") for k in keys)
     assert any(k.startswith("first_stage_model.encoder.") for k in keys)
+    assert "v_pred" in keys  # A1111's marker of a v-prediction model, the recipe's default
 
     metadata = formats.read_metadata(path)
     assert model_defaults.from_metadata(metadata) == {
@@ -112,6 +113,7 @@ def test_the_training_script_is_reproducible_and_saves_a_checkpoint_the_normal_l
 
     loaded = loader.load_single_file(path, formats.read_state_dict(path), torch.float32)
     assert loaded.arch.family == "sd1"
+    assert loaded.components["scheduler"].config.prediction_type == "v_prediction"
     assert loaded.components["vae"].config.block_out_channels == [32, 64, 64]
     from diffusers import StableDiffusionPipeline
 
@@ -143,7 +145,8 @@ def test_resume_continues_the_unet_and_text_encoder_keeps_the_vae_and_records_bo
     first, meta = train.train(_micro_config(), log=lambda _: None)
     source = train.save(first, meta, tmp_path / "first.safetensors")
     out = tmp_path / "resumed.safetensors"
-    recipe = ["--unet-steps", "3", "--unet-lr", "1e-3", "--blind-from", "900", "--snr-floor", "0.1"]
+    recipe = ["--unet-steps", "3", "--unet-lr", "1e-3", "--blind-from", "950", "--snr-floor", "0.1"]
+    recipe += ["--top-share", "0.5", "--prediction", "epsilon"]
     assert main(["--quick", "--resume", str(source), *recipe, "--out", str(out)]) == 0
 
     before, after = formats.read_state_dict(source), formats.read_state_dict(out)
@@ -158,7 +161,12 @@ def test_resume_continues_the_unet_and_text_encoder_keeps_the_vae_and_records_bo
     stages = json.loads(metadata["easel.training"])["stages"]
     assert len(stages) == 2 and stages[0] == json.loads(old["easel.training"])
     assert stages[1]["resumed_from"] == "first.safetensors"
-    assert stages[1]["config"]["blind_from"] == 900 and stages[1]["unet_steps_done"] == 3
+    assert stages[1]["config"]["blind_from"] == 950 and stages[1]["unet_steps_done"] == 3
+    assert stages[1]["config"]["top_share"] == 0.5
+    # The recipe's prediction type replaces the file's: the v model became an epsilon one.
+    assert "v_pred" in before and "v_pred" not in after
+    reloaded = loader.load_single_file(out, after, torch.float32)
+    assert reloaded.components["scheduler"].config.prediction_type == "epsilon"
 
 
 def test_blind_training_pairs_lead_the_samplers_formula_from_pure_noise_back_to_the_image() -> None:
@@ -166,9 +174,45 @@ def test_blind_training_pairs_lead_the_samplers_formula_from_pure_noise_back_to_
     x0, noise = torch.randn((4, 4, 8, 8), generator=gen), torch.randn((4, 4, 8, 8), generator=gen)
     a = torch.tensor([0.9, 0.5, 0.01, 0.0047])[:, None, None, None]
     blind = torch.tensor([False, False, True, True])
-    noisy, target = train.noised(x0, noise, a, blind)
+    noisy, target = train.noised(x0, noise, a, blind, "epsilon")
     assert torch.allclose(noisy[:2], a[:2].sqrt() * x0[:2] + (1 - a[:2]).sqrt() * noise[:2])
     assert torch.equal(target[:2], noise[:2])
     assert torch.allclose(noisy[2:], (1 - a[2:]).sqrt() * noise[2:])  # nothing of the image in the input
     recovered = (noisy - (1 - a).sqrt() * target) / a.sqrt()  # what the sampler computes as x0
     assert torch.allclose(recovered, x0, atol=1e-4)
+
+
+def test_v_training_pairs_lead_the_samplers_formula_back_to_the_image_blind_or_not() -> None:
+    gen = torch.Generator().manual_seed(1)
+    x0, noise = torch.randn((4, 4, 8, 8), generator=gen), torch.randn((4, 4, 8, 8), generator=gen)
+    a = torch.tensor([0.9, 0.5, 0.01, 0.0047])[:, None, None, None]
+    blind = torch.tensor([False, False, True, True])
+    noisy, v = train.noised(x0, noise, a, blind, "v_prediction")
+    assert torch.allclose(noisy[2:], (1 - a[2:]).sqrt() * noise[2:])
+    assert torch.allclose(v[:2], a[:2].sqrt() * noise[:2] - (1 - a[:2]).sqrt() * x0[:2])
+    recovered = a.sqrt() * noisy - (1 - a).sqrt() * v  # diffusers' x0 from a v prediction
+    assert torch.allclose(recovered, x0, atol=1e-4)
+    assert float((v[3] + x0[3]).abs().max()) < 0.3  # at t=999, v is nearly -x0: the layout itself
+    with pytest.raises(ValueError, match="prediction"):
+        train.noised(x0, noise, a, blind, "sample")
+
+
+def test_loss_weights_are_min_snr_in_x0_space_with_a_floor_for_either_prediction() -> None:
+    alphas = train.build_components(train.TrainConfig())["scheduler"].alphas_cumprod.float()
+    snr = alphas / (1 - alphas)
+    v = train.loss_weights(alphas, train.TrainConfig(prediction="v_prediction", snr_floor=1.0, min_snr_gamma=5.0))
+    eps = train.loss_weights(alphas, train.TrainConfig(prediction="epsilon", snr_floor=0.0, min_snr_gamma=5.0))
+    # Carried back to x0 space (v error = x0 error / sqrt(1 - a), eps error = x0 error * sqrt(SNR)):
+    assert torch.allclose(v * (snr + 1), torch.clamp(snr, 1.0, 5.0), rtol=1e-4)
+    assert torch.allclose(eps * snr, torch.clamp(snr, max=5.0), rtol=1e-4)
+    # The layout-deciding top step: the floor weighs it ~200x more than plain min-SNR does.
+    assert float(v[999]) > 0.99 and float(eps[999] * snr[999]) < 0.01
+
+
+def test_a_share_of_each_batch_comes_from_the_top_timesteps() -> None:
+    config = train.TrainConfig(blind_from=900, top_share=0.25)
+    t = train.sample_timesteps(48, config, 1000, torch.Generator().manual_seed(0))
+    assert t.shape == (48,) and bool((t[:12] >= 900).all()) and int(t.max()) < 1000
+    assert int((t[12:] < 900).sum()) > 24  # the rest stay uniform
+    none = train.sample_timesteps(48, train.TrainConfig(top_share=0.0), 1000, torch.Generator().manual_seed(0))
+    assert int((none < 900).sum()) > 36

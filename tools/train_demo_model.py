@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unet-lr", type=float, default=None)
     parser.add_argument("--snr-floor", type=float, default=None, help="lower bound of the x0 loss weight")
     parser.add_argument("--blind-from", type=int, default=None, help="timestep from which training input is pure noise")
+    parser.add_argument("--prediction", choices=["epsilon", "v_prediction"], default=None, help="U-Net target")
+    parser.add_argument("--top-share", type=float, default=None, help="share of each batch from t >= blind-from")
     parser.add_argument("--resume", type=Path, default=None, help="continue a saved model's text encoder and U-Net")
     parser.add_argument("--quick", action="store_true", help="a tiny run to check the script works (useless model)")
     parser.add_argument("--snapshot", type=Path, default=None, help="save the weights so far here every 1000 steps")
@@ -57,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         config.snr_floor = args.snr_floor
     if args.blind_from is not None:
         config.blind_from = args.blind_from
+    if args.prediction is not None:
+        config.prediction = args.prediction
+    if args.top_share is not None:
+        config.top_share = args.top_share
     where = config.device if config.device != "cpu" else f"cpu, {torch.get_num_threads()} threads"
     print(f"training the demo model (seed {config.seed}, {where}) into {args.out}")
     started = time.perf_counter()

@@ -60,15 +60,22 @@ class TrainConfig:
     ema_decay: float = 0.999
     offset_noise: float = 0.1
     min_snr_gamma: float = 5.0
-    # The two options below are aimed at position words, which the shipped model ignores; both are off in its
-    # recipe, and fine-tuning with them has not yet moved shapes (docs/demo-model.md, "Not learned yet").
-    # snr_floor: lower bound on the x0-space loss weight (min-SNR only caps it from above). With noise
-    # prediction the weight of getting x0 right falls to SNR (0.005 at t=999), where layout is decided.
-    snr_floor: float = 0.0
+    # prediction: what the U-Net outputs, "epsilon" (the noise, SD1's choice) or "v_prediction" (SD2-768's
+    # velocity). At the top of SD's schedule, noise prediction hides the image behind a 1/sqrt(alpha_bar) = 15x
+    # amplification, while v is almost exactly -x0, so the layout the sampler's first step commits to is what v
+    # learns directly. Saved as A1111's ``v_pred`` marker, so Easel and other UIs load it right.
+    prediction: str = "v_prediction"
+    # snr_floor: lower bound on the x0-space loss weight, which min-SNR caps from above at ``min_snr_gamma``.
+    # Min-SNR alone weights getting x0 right by the SNR itself (0.005 at t=999), and t=999 is where the layout is
+    # decided; a floor of 1 weighs it like the rest.
+    snr_floor: float = 1.0
     # blind_from: from this timestep up, the U-Net sees pure noise (as the sampler's first step does) and is
-    # asked for the noise that leads to the real image. SD's schedule leaves a trace of the image at t=999, and
-    # on 16x16 latents that trace already shows where the shape is, so text is never needed for position.
-    blind_from: int = 1000
+    # asked for the prediction that leads to the real image. SD's schedule leaves a trace of the image at t=999,
+    # and on 16x16 latents that trace already shows where the shape is, so text is never needed for position.
+    blind_from: int = 900
+    # top_share: this share of each batch is drawn from t >= blind_from (the rest from all timesteps), so the
+    # few steps that decide the layout get more than their 1/1000 each of the training.
+    top_share: float = 0.25
     scenes: int = 30000  # distinct scenes encoded for the U-Net phase
     bf16: bool = False  # autocast to bfloat16 (measured no faster on 2 AMX cores at these sizes)
     device: str = "cpu"  # "cuda" trains on a GPU; data and noise are still drawn on the CPU, from the seed
@@ -128,7 +135,9 @@ def build_components(config: TrainConfig) -> dict[str, Any]:
         }
     )
     scheduler_config = base["scheduler"]
-    scheduler = getattr(diffusers, scheduler_config["_class_name"]).from_config(scheduler_config)
+    scheduler = getattr(diffusers, scheduler_config["_class_name"]).from_config(
+        scheduler_config, prediction_type=config.prediction
+    )
     device = torch.device(config.device)
     return {
         "vae": vae.to(device),
@@ -241,21 +250,43 @@ def fit_preview(vae: Any, latents: torch.Tensor, pixels: np.ndarray, factor: int
 
 
 def noised(
-    x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, blind: torch.Tensor
+    x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, blind: torch.Tensor, prediction: str = "epsilon"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The U-Net's training input x_t and its target noise.
+    """The U-Net's training input x_t and its target (the noise, or v for ``prediction="v_prediction"``).
 
     Where ``blind``, x_t is the noise alone, as the sampler's first step sees it (no trace of the image), and
-    the target is the noise that, taken out of that x_t by the sampler's own formula, leaves the training
-    image: eps = (x_t - sqrt(a) x0) / sqrt(1 - a).
+    the target is the one that, put through the sampler's own formula, leaves the training image: the noise
+    eps = (x_t - sqrt(a) x0) / sqrt(1 - a), or v = sqrt(a) eps - sqrt(1 - a) x0.
     """
     a = alpha_bar
-    noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-    if not bool(blind.any()):
-        return noisy, noise
-    mask = blind.view(-1, *([1] * (x0.dim() - 1)))
-    blind_x = (1 - a).sqrt() * noise
-    return torch.where(mask, blind_x, noisy), torch.where(mask, noise - (a / (1 - a)).sqrt() * x0, noise)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    eps = noise
+    if bool(blind.any()):
+        mask = blind.view(-1, *([1] * (x0.dim() - 1)))
+        x_t = torch.where(mask, (1 - a).sqrt() * noise, x_t)
+        eps = torch.where(mask, noise - (a / (1 - a)).sqrt() * x0, noise)
+    if prediction == "v_prediction":
+        return x_t, a.sqrt() * eps - (1 - a).sqrt() * x0
+    if prediction != "epsilon":
+        raise ValueError(f"prediction must be 'epsilon' or 'v_prediction', not {prediction!r}")
+    return x_t, eps
+
+
+def loss_weights(alphas_cumprod: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """Per-timestep weights of the prediction's squared error: min-SNR with a floor, set in x0 space and
+    carried into the space the U-Net predicts in (x0 error = eps error / sqrt(SNR) = v error * sqrt(1 - a))."""
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    in_x0 = torch.clamp(snr, min=config.snr_floor, max=config.min_snr_gamma)
+    return in_x0 / (snr + 1) if config.prediction == "v_prediction" else in_x0 / snr
+
+
+def sample_timesteps(batch: int, config: TrainConfig, total: int, gen: torch.Generator) -> torch.Tensor:
+    """Uniform timesteps, except that the first ``top_share`` of the batch comes from t >= blind_from."""
+    t = torch.randint(0, total, (batch,), generator=gen)
+    top = round(batch * config.top_share)
+    if top and config.blind_from < total:
+        t[:top] = torch.randint(config.blind_from, total, (top,), generator=gen)
+    return t
 
 
 def _tokenize(tokenizer: Any, texts: list[str]) -> torch.Tensor:
@@ -270,11 +301,10 @@ def train_unet(
     log: Log,
     snapshot: Callable[[torch.nn.Module, torch.nn.Module, int], None] | None = None,
 ) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """Train text encoder and U-Net together on noise prediction; returns their EMA copies."""
+    """Train text encoder and U-Net together on noise (or v) prediction; returns their EMA copies."""
     unet, text_encoder, tokenizer = components["unet"], components["text_encoder"], components["tokenizer"]
     alphas = components["scheduler"].alphas_cumprod.float()
-    snr = alphas / (1 - alphas)
-    weights = torch.clamp(snr, min=config.snr_floor, max=config.min_snr_gamma) / snr
+    weights = loss_weights(alphas, config)
     rng = random.Random(config.seed + 2)
     gen = torch.Generator().manual_seed(config.seed + 2)
     params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -297,8 +327,9 @@ def train_unet(
         x0 = latents[index]
         noise = torch.randn(x0.shape, generator=gen)
         noise += config.offset_noise * torch.randn((x0.shape[0], x0.shape[1], 1, 1), generator=gen)
-        t = torch.randint(0, len(alphas), (x0.shape[0],), generator=gen)
-        noisy, target = noised(x0, noise, alphas[t][:, None, None, None], t >= config.blind_from)
+        t = sample_timesteps(x0.shape[0], config, len(alphas), gen)
+        blind = t >= config.blind_from
+        noisy, target = noised(x0, noise, alphas[t][:, None, None, None], blind, config.prediction)
         ids, noisy, target, t = (v.to(config.device) for v in (ids, noisy, target, t))
         with _autocast(config):
             context = text_encoder(ids)[0]
@@ -381,6 +412,9 @@ def resume(
         components[name] = components[name].to(config.device)
     components["text_encoder"].requires_grad_(True)
     components["unet"].requires_grad_(True)
+    # The recipe's prediction type wins over the file's: this is how an epsilon model is turned into a v one.
+    scheduler = components["scheduler"]
+    components["scheduler"] = type(scheduler).from_config(scheduler.config, prediction_type=config.prediction)
     vae = components["vae"]
     log(f"resuming from {path}: rendering and encoding {config.scenes} scenes")
     pixels, scene_list = scenes.dataset(config.scenes, config.seed + 3, config.image_size)
