@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 from webui.outputs.saving import cleanup_temp_files
 from webui.service.service import GenerationService
@@ -36,7 +37,17 @@ def create_service(settings: Settings, *, start: bool = True) -> GenerationServi
     weights.refresh()
     engine = Engine(device, weights, vae_tiling=settings.vae_tiling)
     service = GenerationService(settings, engine)
+    # History catches up with files saved while Easel was not running (or an index that was deleted) in the
+    # background: reading 10,000 PNGs' text takes a while, and nothing needs it before the History tab opens.
+    threading.Thread(target=_sync_history, args=(service,), name="easel-history-sync", daemon=True).start()
     log.info(
         "device: %s; %d checkpoint(s) in %s", device.label, len(weights.checkpoints.list()), settings.checkpoints_path
     )
     return service.start() if start else service
+
+
+def _sync_history(service: GenerationService) -> None:
+    try:
+        service.history.sync()
+    except Exception:
+        log.warning("could not bring the history index up to date", exc_info=True)
