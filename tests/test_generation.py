@@ -250,6 +250,19 @@ def test_interrupt_between_steps_on_the_real_engine(service):
     assert _run(service).images
 
 
+def test_skip_drops_the_image_being_made_and_the_batch_count_goes_on(service):
+    request = GenerationRequest.build(prompt="x", steps=40, n_iter=3, seed=21, width=SIZE, height=SIZE)
+    job = service.submit(request)
+    for progress in job.updates(timeout=60):
+        if progress.image_index == 1 and progress.step >= 2:
+            service.skip(job.id)
+            break
+    result = job.wait(120)
+    assert [image.seed for image in result.images] == [21, 23]  # the second image (seed 22) was dropped
+    assert "skipped image 2 of 3" in result.notes
+    assert len(result.paths) == 2 and all(path.is_file() for path in result.paths)
+
+
 @pytest.mark.parametrize(
     ("fields", "field_name"),
     [

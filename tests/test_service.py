@@ -213,3 +213,48 @@ def test_disk_full_fails_the_job_leaves_no_file_and_the_queue_goes_on(tmp_path, 
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert service.generate(_req(), timeout=10).paths[0].exists()
     service.stop()
+
+
+def test_saved_images_are_indexed_in_history_as_they_are_saved(tmp_path):
+    service = _service(tmp_path, FakeEngine())
+    result = service.generate(_req(prompt="a lighthouse at dusk", batch_size=2), timeout=10)
+    page = service.history.page()
+    assert page.total == 2
+    assert {e.path for e in page.entries} == set(result.paths)
+    assert {(e.prompt, e.mode, e.width) for e in page.entries} == {("a lighthouse at dusk", "txt2img", 64)}
+    service.stop()
+
+
+def test_an_index_that_cannot_be_written_loses_no_image(tmp_path, monkeypatch):
+    service = _service(tmp_path, FakeEngine())
+    monkeypatch.setattr(service.history, "add", lambda *a, **k: (_ for _ in ()).throw(OSError("read-only")))
+    result = service.generate(_req(prompt="kept anyway"), timeout=10)
+    assert result.paths[0].is_file()
+    monkeypatch.undo()
+    assert service.history.sync().added == 1  # the file is the truth: the next sync finds it
+    assert service.history.page().entries[0].prompt == "kept anyway"
+    service.stop()
+
+
+def test_skip_is_for_the_image_being_made_and_only_by_its_owner(tmp_path):
+    engine = FakeEngine(step_delay=0.05)
+    service = _service(tmp_path, engine)
+    job = service.submit(_req(steps=50, n_iter=2), owner="alice")
+    for progress in job.updates(timeout=10):
+        if progress.state == "running" and progress.step >= 1:
+            break
+    with pytest.raises(PermissionError):
+        service.skip(job.id, owner="bob")
+    assert not job.skip_requested(0)
+    service.skip(job.id, owner="alice")
+    assert job.skip_requested(0) and not job.skip_requested(1)
+    service.cancel(job.id, owner="alice")
+    service.stop()
+
+
+def test_the_token_counter_counts_like_a1111_in_chunks_of_75(tmp_path):
+    service = GenerationService(Settings(outputs_dir=tmp_path / "out"), FakeEngine())
+    assert service.count_tokens("") == (0, 75)
+    assert service.count_tokens("a red circle") == (3, 75)
+    count, limit = service.count_tokens(", ".join(["red circle"] * 30))  # 2 words + comma, 30 times
+    assert (count, limit) == (89, 150)

@@ -51,6 +51,14 @@ class JobCancelled(EaselError):
         super().__init__("interrupted")
 
 
+class ImageSkipped(EaselError):
+    """Raised inside the worker when the user skipped the image being made: the engine drops it and goes on
+    with the next one of the batch count, as A1111's Skip does."""
+
+    def __init__(self) -> None:
+        super().__init__("skipped")
+
+
 class GenerationFailed(EaselError):
     """Generation started but could not finish (out of memory, NaN output, disk full...)."""
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from webui.errors import GenerationFailed
+from webui.errors import GenerationFailed, ImageSkipped
 from webui.outputs.infotext import infotext_for
 from webui.pipeline import imageops
 from webui.pipeline.device import DeviceConfig
@@ -141,18 +141,23 @@ class Engine:
             )
             generators = [torch.Generator("cpu").manual_seed(s) for s in batch_seeds]
             callback = self._step_callback(model, on_step, iteration, request.n_iter)
-            with torch.inference_mode():
-                latents = pipe(
-                    **self._prompt_args(pipe, model, request, len(batch_seeds)),
-                    num_inference_steps=request.steps,
-                    guidance_scale=request.cfg_scale,
-                    generator=generators,
-                    output_type="latent",
-                    callback_on_step_end=callback,
-                    **prepared.pipe_kwargs,
-                ).images
-                # 4. Decode with the NaN guard.
-                images = self._decode(pipe, model, latents, notes)
+            try:
+                with torch.inference_mode():
+                    latents = pipe(
+                        **self._prompt_args(pipe, model, request, len(batch_seeds)),
+                        num_inference_steps=request.steps,
+                        guidance_scale=request.cfg_scale,
+                        generator=generators,
+                        output_type="latent",
+                        callback_on_step_end=callback,
+                        **prepared.pipe_kwargs,
+                    ).images
+                    # 4. Decode with the NaN guard.
+                    images = self._decode(pipe, model, latents, notes)
+            except ImageSkipped:
+                what = "image" if request.batch_size == 1 else "batch"
+                notes.append(f"skipped {what} {iteration + 1} of {request.n_iter}")
+                continue
             # 5. Paste back the unmasked area and describe each image.
             for image, seed in zip(images, batch_seeds, strict=True):
                 image = self._finish(image, prepared)

@@ -33,6 +33,7 @@ class Job:
         self.result: Any = None
         self.error: BaseException | None = None
         self._cancel = threading.Event()
+        self._skip_index: int | None = None
         self._cond = threading.Condition()
         self._version = 0
         self._progress = Progress(job_id=self.id, state="queued")
@@ -55,6 +56,15 @@ class Job:
         self._cancel.set()
         if self.state == "queued":
             self.publish(state="cancelled", message="cancelled before it started")
+
+    def skip(self) -> None:
+        """Drop the image being made now (one of the batch count) and go on with the next."""
+        if self.state == "running":
+            self._skip_index = self._progress.image_index
+
+    def skip_requested(self, image_index: int) -> bool:
+        """Whether the user skipped this image; a skip aimed at an image already finished is ignored."""
+        return self._skip_index == image_index
 
     def raise_if_cancelled(self) -> None:
         if self._cancel.is_set():

@@ -11,9 +11,11 @@ import queue
 import threading
 import time
 from collections import OrderedDict
+from functools import cache
 from typing import Any
 
-from webui.errors import EaselError, GenerationFailed, InvalidRequest, JobCancelled, QueueFull
+from webui.errors import EaselError, GenerationFailed, ImageSkipped, InvalidRequest, JobCancelled, QueueFull
+from webui.outputs.history import HistoryIndex
 from webui.outputs.saving import save_image
 from webui.service.jobs import Job
 from webui.settings import Settings
@@ -37,6 +39,7 @@ class GenerationService:
         self._worker: threading.Thread | None = None
         self._current: Job | None = None
         self.preview_every = 4
+        self.history = HistoryIndex(settings.outputs_dir)
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> GenerationService:
@@ -108,6 +111,14 @@ class GenerationService:
         job.cancel()
         return job
 
+    def skip(self, job_id: str, owner: str | None = None) -> Job:
+        """Skip the image a job is making now; the same ownership rule as ``cancel``."""
+        job = self.job(job_id)
+        if job.owner is not None and owner != job.owner:
+            raise PermissionError("this job belongs to another user")
+        job.skip()
+        return job
+
     # -- models --------------------------------------------------------------------------------------
     def default_checkpoint(self) -> CheckpointInfo | None:
         """What a request without a checkpoint would use (None when there is nothing usable)."""
@@ -121,6 +132,12 @@ class GenerationService:
         without loading it. The UI applies them when the model is selected; the CLI for options not given."""
         info = self.engine.weights.checkpoints.get(checkpoint) if checkpoint else self.default_checkpoint()
         return generation_defaults(info.path) if info is not None else {}
+
+    def count_tokens(self, text: str) -> tuple[int, int]:
+        """(tokens, shown limit) as A1111's counter has it: 75 tokens per chunk, the limit growing by 75 as a
+        long prompt spills into the next chunk. Every supported family tokenises with CLIP's vocabulary."""
+        count = len(_counting_tokenizer()(text or "", add_special_tokens=False).input_ids)
+        return count, max(1, -(-count // 75)) * 75
 
     # -- the worker ----------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -174,6 +191,8 @@ class GenerationService:
 
         def on_step(info: Any) -> None:
             job.raise_if_cancelled()
+            if job.skip_requested(info.iteration):
+                raise ImageSkipped()
             done = info.iteration * info.total_steps + info.step
             total = images_total * info.total_steps
             now = time.perf_counter()
@@ -199,9 +218,25 @@ class GenerationService:
                 generated.path = save_image(
                     generated.image, self.settings.outputs_dir, request.mode, generated.seed, generated.infotext
                 )
+                self._index(generated.path, generated.infotext, request.mode.value)
             result.images.append(generated)
         result.seconds = time.perf_counter() - started
         return result
+
+    def _index(self, path: Any, infotext: str, mode: str) -> None:
+        """Add a saved image to History. The file is already safe on disk and is the truth: an index that
+        cannot be written costs nothing but a log line, and the next ``sync`` picks the image up."""
+        try:
+            self.history.add(path, infotext, mode)
+        except Exception:
+            log.warning("could not add %s to the history index", path, exc_info=True)
+
+
+@cache
+def _counting_tokenizer() -> Any:
+    from webui.weights.clip_tokenizer import load_clip_tokenizer
+
+    return load_clip_tokenizer()
 
 
 def _describe_failure(exc: Exception) -> str:
