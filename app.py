@@ -39,13 +39,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
 
     from webui.service.factory import create_service
-    from webui.ui.page import build_ui
+    from webui.ui.page import PAGE_CSS, PAGE_JS, build_ui
 
     service = create_service(settings_mod.from_args(args))
     page = build_ui(service)
     try:
         page.queue(default_concurrency_limit=None).launch(
-            server_name=host, server_port=args.port, auth=auth, allowed_paths=[str(service.settings.outputs_dir)]
+            server_name=host,
+            server_port=args.port,
+            auth=auth,
+            allowed_paths=[str(service.settings.outputs_dir)],
+            css=PAGE_CSS,
+            js=PAGE_JS,
         )
     finally:
         service.stop()

@@ -1,35 +1,59 @@
-"""The Gradio page: a txt2img form and a result gallery over the generation service (the full UI is its own issue).
+"""The Gradio page: the top bar, the tabs A1111 users know, and the wiring between them.
 
-Handlers only turn widget values into a ``GenerationRequest`` and read the job's progress; every rule lives in
-the service, so the page shows the same errors as the API and the CLI. No torch or diffusers here.
+Each tab is built by its own module; this one lays them out and connects what crosses tabs (send an image to
+img2img, reuse a History image's parameters in txt2img). Every rule lives in the service, so the page shows
+the same errors as the API and the CLI. No torch or diffusers here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gradio as gr
 
-from webui import samplers
 from webui.errors import EaselError
 from webui.service.service import GenerationService
-from webui.types import GenerationRequest, Progress
+from webui.types import Mode
+from webui.ui import forms
+from webui.ui.generate_tab import GenerationTab, TopBar, build_generation_tab, selected_image
+from webui.ui.history_tab import build_history_tab
+from webui.ui.pnginfo_tab import build_pnginfo_tab
+
+ExtensionTab = tuple[str, Callable[[], None]]  # (tab label, builds the tab's widgets inside it)
+
+PAGE_CSS = """
+.easel-progress { position: relative; height: 1.8em; border-radius: 6px; overflow: hidden;
+  background: var(--block-background-fill); border: 1px solid var(--border-color-primary); }
+.easel-progress-bar { position: absolute; inset: 0 auto 0 0; background: var(--color-accent); opacity: .35;
+  transition: width .2s; }
+.easel-progress-text { position: relative; padding: 0 .6em; line-height: 1.8em; font-size: .9em; }
+.easel-message { padding: .3em .6em; border-radius: 6px; font-size: .9em; }
+.easel-error { background: #fde8e8; color: #9b1c1c; border: 1px solid #f8b4b4; }
+.easel-info { color: var(--body-text-color-subdued); }
+.easel-tokens { text-align: right; margin-top: -.6em !important; font-size: .8em; min-height: 0 !important; }
+.easel-tokens-over { color: #c2410c; font-weight: 600; }
+"""
+
+# Ctrl+Enter in a prompt box generates, as in A1111.
+PAGE_JS = """
+() => {
+  document.addEventListener('keydown', (event) => {
+    if (!(event.key === 'Enter' && (event.ctrlKey || event.metaKey))) return;
+    for (const tab of ['txt2img', 'img2img', 'inpaint']) {
+      const box = document.getElementById(tab + '_prompt');
+      const neg = document.getElementById(tab + '_neg_prompt');
+      if ((box && box.contains(event.target)) || (neg && neg.contains(event.target))) {
+        event.preventDefault();
+        document.getElementById(tab + '_generate')?.click();
+      }
+    }
+  });
+}
+"""
 
 
-def _progress_text(progress: Progress) -> str:
-    if progress.state == "queued":
-        return f"Waiting in queue (position {progress.queue_position})"
-    if progress.state == "running" and progress.total_steps:
-        eta = f", ETA {progress.eta_seconds:.0f} s" if progress.eta_seconds is not None else ""
-        image = f"image {progress.image_index + 1}/{progress.image_count}, " if progress.image_count > 1 else ""
-        return f"{image}step {progress.step}/{progress.total_steps} ({progress.fraction:.0%}{eta})"
-    if progress.state == "running":
-        return "Starting…"
-    return progress.message or progress.state
-
-
-def build_ui(service: GenerationService) -> gr.Blocks:
+def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] = ()) -> gr.Blocks:
     checkpoints = service.engine.weights.checkpoints
 
     def checkpoint_titles() -> list[tuple[str, str]]:
@@ -37,98 +61,69 @@ def build_ui(service: GenerationService) -> gr.Blocks:
         return [(f"{c.title} (built-in demo)" if c.builtin else c.title, c.title) for c in checkpoints.list()]
 
     with gr.Blocks(title="Easel") as page:
-        job_id = gr.State(None)
-        with gr.Row():
+        with gr.Row(equal_height=True, elem_id="top_bar"):
             checkpoint = gr.Dropdown(
-                choices=checkpoint_titles(), value=None, label="Stable Diffusion checkpoint", scale=4
-            )
+                choices=checkpoint_titles(), value=None, label="Stable Diffusion checkpoint", scale=4,
+                elem_id="setting_checkpoint",
+            )  # fmt: skip
             refresh = gr.Button("🔄", scale=0, min_width=48, elem_id="refresh_checkpoints")
-        with gr.Tab("txt2img"):
-            with gr.Row():
-                with gr.Column(scale=3):
-                    prompt = gr.Textbox(label="Prompt", lines=3, elem_id="txt2img_prompt")
-                    negative = gr.Textbox(label="Negative prompt", lines=2, elem_id="txt2img_neg_prompt")
-                with gr.Column(scale=1):
-                    generate = gr.Button("Generate", variant="primary", elem_id="txt2img_generate")
-                    interrupt = gr.Button("Interrupt", elem_id="txt2img_interrupt")
-            with gr.Row():
-                with gr.Column():
-                    with gr.Row():
-                        sampler = gr.Dropdown(
-                            samplers.sampler_names(), value=samplers.DEFAULT_SAMPLER, label="Sampling method"
-                        )
-                        schedule = gr.Dropdown(samplers.schedule_labels(), value="Automatic", label="Schedule type")
-                    steps = gr.Slider(1, service.settings.limits.max_steps, value=20, step=1, label="Sampling steps")
-                    with gr.Row():
-                        width = gr.Slider(64, service.settings.limits.max_size, value=512, step=8, label="Width")
-                        height = gr.Slider(64, service.settings.limits.max_size, value=512, step=8, label="Height")
-                    with gr.Row():
-                        batch_count = gr.Slider(
-                            1, service.settings.limits.max_batch_count, value=1, step=1, label="Batch count"
-                        )
-                        batch_size = gr.Slider(
-                            1, service.settings.limits.max_batch_size, value=1, step=1, label="Batch size"
-                        )
-                    cfg = gr.Slider(1, 30, value=7, step=0.5, label="CFG Scale")
-                    seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
-                with gr.Column():
-                    status = gr.Markdown("", elem_id="txt2img_status")
-                    preview = gr.Image(label="Preview", visible=False, interactive=False, elem_id="txt2img_preview")
-                    gallery = gr.Gallery(label="Output", columns=2, height=520, elem_id="txt2img_gallery")
-                    info = gr.Textbox(label="Generation info", lines=4, interactive=False, elem_id="txt2img_info")
+            clip_skip = gr.Slider(1, 12, value=1, step=1, label="Clip skip", scale=2, elem_id="setting_clip_skip")
+        top = TopBar(checkpoint=checkpoint, clip_skip=clip_skip)
 
-        def run(ckpt, p, n, smp, sch, st, w, h, bc, bs, c, sd) -> Iterator[tuple[Any, ...]]:
-            try:
-                request = GenerationRequest.build(
-                    prompt=p, negative_prompt=n, sampler_name=smp, scheduler=sch, steps=int(st), width=int(w),
-                    height=int(h), n_iter=int(bc), batch_size=int(bs), cfg_scale=float(c),
-                    seed=int(sd if sd is not None else -1), checkpoint=ckpt or None,
-                )  # fmt: skip
-                job = service.submit(request)
-            except EaselError as exc:
-                raise gr.Error(str(exc)) from None
-            yield job.id, _progress_text(job.progress), gr.update(visible=False), gr.update(), gr.update()
-            for progress in job.updates():
-                shown = gr.update(value=progress.preview, visible=True) if progress.preview is not None else gr.update()
-                yield job.id, _progress_text(progress), shown, gr.update(), gr.update()
-            if job.state == "failed":
-                raise gr.Error(str(job.error))
-            if job.state == "cancelled":
-                yield None, "Interrupted", gr.update(visible=False), gr.update(), gr.update()
-                return
-            result = job.result
-            # Saved files are shown as themselves, so a download keeps its PNG infotext (not a re-encoded copy).
-            images = [(str(img.path), img.path.name) if img.path else (img.image, None) for img in result.images]
-            text = "\n\n".join(img.infotext for img in result.images[:1])
-            done = f"Done in {result.seconds:.1f} s" + "".join(f" — {note}" for note in result.notes)
-            yield None, done, gr.update(visible=False), images, text
+        tabs_by_mode: dict[Mode, GenerationTab] = {}
+        with gr.Tabs(elem_id="tabs") as tabs:
+            for mode, label in ((Mode.TXT2IMG, "txt2img"), (Mode.IMG2IMG, "img2img"), (Mode.INPAINT, "Inpaint")):
+                with gr.Tab(label, id=mode.value, elem_id=f"tab_{mode.value}"):
+                    tabs_by_mode[mode] = build_generation_tab(mode, service, top)
+            with gr.Tab("ControlNet", id="controlnet", elem_id="tab_controlnet"):
+                control_image = _build_controlnet_tab(service)
+            with gr.Tab("History", id="history", elem_id="tab_history") as history_tab_item:
+                history = build_history_tab(service)
+            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
+                pnginfo = build_pnginfo_tab()
+            for label, build in extension_tabs:
+                with gr.Tab(label, elem_id=f"tab_ext_{label.lower().replace(' ', '_')}"):
+                    build()
 
-        generate.click(
-            run,
-            inputs=[
-                checkpoint,
-                prompt,
-                negative,
-                sampler,
-                schedule,
-                steps,
-                width,
-                height,
-                batch_count,
-                batch_size,
-                cfg,
-                seed,
-            ],
-            outputs=[job_id, status, preview, gallery, info],
-            concurrency_limit=None,
-        )
+        # -- crossing tabs -------------------------------------------------------------------------------
+        img2img_image = tabs_by_mode[Mode.IMG2IMG].widgets["init_image"]
+        inpaint_editor = tabs_by_mode[Mode.INPAINT].widgets["editor"]
+        for tab in tabs_by_mode.values():
+            tab.send["img2img"].click(
+                lambda kept, index: (_image_or_keep(selected_image(kept, index)), gr.Tabs(selected="img2img")),
+                inputs=[tab.results, tab.selected],
+                outputs=[img2img_image, tabs],
+            )
+            tab.send["inpaint"].click(
+                lambda kept, index: (_editor_value(selected_image(kept, index)), gr.Tabs(selected="inpaint")),
+                inputs=[tab.results, tab.selected],
+                outputs=[inpaint_editor, tabs],
+            )
+            tab.send["controlnet"].click(
+                lambda kept, index: (_image_or_keep(selected_image(kept, index)), gr.Tabs(selected="controlnet")),
+                inputs=[tab.results, tab.selected],
+                outputs=[control_image, tabs],
+            )
 
-        def stop(current: str | None) -> None:
-            if current:
-                service.cancel(current)
+        txt2img = tabs_by_mode[Mode.TXT2IMG]
+        fill_targets = [*txt2img.widgets.values(), clip_skip, tabs]
 
-        interrupt.click(stop, inputs=[job_id], outputs=None)
+        def fill_txt2img(text: str) -> tuple[Any, ...]:
+            """The txt2img form from an infotext; fields the text does not name keep their values."""
+            if not text or not text.strip():
+                return tuple(gr.update() for _ in fill_targets)
+            values = forms.values_from_infotext(text)
+            updates = [gr.update(value=values[name]) if name in values else gr.update() for name in txt2img.widgets]
+            skip = values.get("clip_skip")
+            updates.append(gr.update(value=skip) if isinstance(skip, int) and 1 <= skip <= 12 else gr.update())
+            updates.append(gr.Tabs(selected="txt2img"))
+            return tuple(updates)
 
+        history.reuse.click(fill_txt2img, inputs=[history.info], outputs=fill_targets)
+        pnginfo.send.click(fill_txt2img, inputs=[pnginfo.text], outputs=fill_targets)
+        history_tab_item.select(history.first_page, inputs=history.filters, outputs=history.outputs)
+
+        # -- models --------------------------------------------------------------------------------------
         def rescan(current: str | None) -> Any:
             service.engine.weights.refresh()
             try:  # a title gains its hash once loaded: follow it, or Gradio refuses the old value
@@ -140,19 +135,46 @@ def build_ui(service: GenerationService) -> gr.Blocks:
                 value = default.title if default is not None else None
             return gr.update(choices=checkpoint_titles(), value=value)
 
+        model_fields: list[Any] = []
+        names = ("width", "height", "steps", "cfg_scale", "sampler_name")
+        for tab in tabs_by_mode.values():
+            model_fields += [tab.widgets[name] for name in names]
+
         def apply_defaults(current: str | None) -> tuple[Any, ...]:
             """Selecting a model sets what it was made for (the demo model: 64x64), as its metadata says."""
             try:
                 found = service.defaults_for(current or None)
             except EaselError:
                 found = {}
-            names = ("width", "height", "steps", "cfg_scale", "sampler_name")
-            return tuple(gr.update(value=found[n]) if n in found else gr.update() for n in names)
+            one_tab = [gr.update(value=found[n]) if n in found else gr.update() for n in names]
+            return tuple(one_tab * len(tabs_by_mode))
 
-        model_fields = [width, height, steps, cfg, sampler]
         refresh.click(rescan, inputs=[checkpoint], outputs=[checkpoint])
         checkpoint.input(apply_defaults, inputs=[checkpoint], outputs=model_fields)
         page.load(rescan, inputs=[checkpoint], outputs=[checkpoint]).then(
             apply_defaults, inputs=[checkpoint], outputs=model_fields
         )
     return page
+
+
+def _build_controlnet_tab(service: GenerationService) -> gr.Image:
+    """The ControlNet tab's place in the layout and its control image; units come with ControlNet support."""
+    models = service.settings.controlnet_path
+    gr.Markdown(
+        "ControlNet units are not available yet in this version of Easel. The control image below is kept for "
+        f"them, and ControlNet models go in `{models}`.",
+        elem_id="controlnet_note",
+    )
+    return gr.Image(
+        label="Control image", type="filepath", sources=["upload", "clipboard"], elem_id="controlnet_image", height=360
+    )
+
+
+def _image_or_keep(path: str | None) -> Any:
+    return path if path else gr.update()
+
+
+def _editor_value(path: str | None) -> Any:
+    if not path:
+        return gr.update()
+    return {"background": path, "layers": [], "composite": path}

@@ -1,0 +1,287 @@
+"""One generation tab (txt2img, img2img or Inpaint): prompt, parameters, buttons, progress and results.
+
+The three tabs share this builder, as A1111's share their layout: only the image inputs and the img2img and
+inpaint options differ. Handlers turn widget values into a request with ``webui.ui.forms`` and follow the
+job through the service; nothing here knows how images are made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import gradio as gr
+
+from webui import samplers
+from webui.errors import EaselError
+from webui.service.service import GenerationService
+from webui.types import Mode
+from webui.ui import forms
+from webui.ui.progress import message_html, progress_html
+
+TAB_IDS = {Mode.TXT2IMG: "txt2img", Mode.IMG2IMG: "img2img", Mode.INPAINT: "inpaint"}
+SEND_TARGETS = ("img2img", "inpaint", "controlnet")
+
+
+@dataclass
+class TopBar:
+    """The widgets above the tabs that every generation reads."""
+
+    checkpoint: gr.Dropdown
+    clip_skip: gr.Slider
+
+
+@dataclass
+class GenerationTab:
+    mode: Mode
+    widgets: dict[str, Any]  # request field name -> widget, in ``forms.fields_for(mode)`` order
+    gallery: gr.Gallery
+    info: gr.Textbox
+    results: gr.State  # [(file path or None, infotext)] of the last run
+    selected: gr.State  # index into results
+    send: dict[str, gr.Button] = field(default_factory=dict)
+
+    @property
+    def elem(self) -> str:
+        return TAB_IDS[self.mode]
+
+
+def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) -> GenerationTab:
+    """Build the tab's widgets inside the current ``gr.Tab`` and wire its own events."""
+    m = TAB_IDS[mode]
+    limits = service.settings.limits
+    widgets: dict[str, Any] = {}
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=6):
+            widgets["prompt"] = gr.Textbox(
+                label="Prompt", lines=3, elem_id=f"{m}_prompt", placeholder="Prompt (press Ctrl+Enter to generate)"
+            )
+            prompt_tokens = gr.HTML(_tokens_html(0, 75), elem_id=f"{m}_token_counter", elem_classes=["easel-tokens"])
+            widgets["negative_prompt"] = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{m}_neg_prompt")
+            negative_tokens = gr.HTML(
+                _tokens_html(0, 75), elem_id=f"{m}_negative_token_counter", elem_classes=["easel-tokens"]
+            )
+        with gr.Column(scale=1, min_width=200):
+            generate = gr.Button("Generate", variant="primary", elem_id=f"{m}_generate", size="lg")
+            with gr.Row():
+                interrupt = gr.Button("Interrupt", elem_id=f"{m}_interrupt", size="sm")
+                skip = gr.Button("Skip", elem_id=f"{m}_skip", size="sm")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1):
+            if mode is Mode.IMG2IMG:
+                widgets["init_image"] = gr.Image(
+                    label="Image for img2img",
+                    type="pil",
+                    sources=["upload", "clipboard"],
+                    image_mode="RGBA",
+                    height=360,
+                    elem_id="img2img_image",
+                )
+            if mode is Mode.INPAINT:
+                widgets["editor"] = gr.ImageEditor(
+                    label="Image for inpainting: paint the area to change",
+                    type="pil",
+                    sources=["upload", "clipboard"],
+                    transforms=(),
+                    layers=False,
+                    brush=gr.Brush(default_size=24, colors=[("#ffffff", 0.7)], color_mode="fixed"),
+                    format="png",
+                    height=420,
+                    elem_id="inpaint_editor",
+                )
+                widgets["mask_upload"] = gr.Image(
+                    label="Mask upload (optional; white = change, added to what is painted)",
+                    type="pil",
+                    sources=["upload", "clipboard"],
+                    image_mode="L",
+                    height=200,
+                    elem_id="inpaint_mask",
+                )
+            with gr.Row():
+                widgets["sampler_name"] = gr.Dropdown(
+                    samplers.sampler_names(), value=samplers.DEFAULT_SAMPLER, label="Sampling method",
+                    elem_id=f"{m}_sampling",
+                )  # fmt: skip
+                widgets["scheduler"] = gr.Dropdown(
+                    samplers.schedule_labels(), value="Automatic", label="Schedule type", elem_id=f"{m}_scheduler"
+                )
+            widgets["steps"] = gr.Slider(
+                1, limits.max_steps, value=20, step=1, label="Sampling steps", elem_id=f"{m}_steps"
+            )
+            with gr.Row(equal_height=True):
+                with gr.Column(scale=5):
+                    widgets["width"] = gr.Slider(
+                        limits.min_size, limits.max_size, value=512, step=8, label="Width", elem_id=f"{m}_width"
+                    )
+                    widgets["height"] = gr.Slider(
+                        limits.min_size, limits.max_size, value=512, step=8, label="Height", elem_id=f"{m}_height"
+                    )
+                swap = gr.Button("⇅", elem_id=f"{m}_swap_size", scale=0, min_width=48, size="sm")
+            with gr.Row():
+                widgets["n_iter"] = gr.Slider(
+                    1, limits.max_batch_count, value=1, step=1, label="Batch count", elem_id=f"{m}_batch_count"
+                )
+                widgets["batch_size"] = gr.Slider(
+                    1, limits.max_batch_size, value=1, step=1, label="Batch size", elem_id=f"{m}_batch_size"
+                )
+            widgets["cfg_scale"] = gr.Slider(1, 30, value=7, step=0.5, label="CFG Scale", elem_id=f"{m}_cfg_scale")
+            with gr.Row(equal_height=True):
+                widgets["seed"] = gr.Number(value=-1, precision=0, label="Seed", elem_id=f"{m}_seed", scale=5)
+                random_seed = gr.Button("🎲", elem_id=f"{m}_random_seed", scale=0, min_width=48, size="sm")
+                reuse_seed = gr.Button("♻️", elem_id=f"{m}_reuse_seed", scale=0, min_width=48, size="sm")
+            if mode is not Mode.TXT2IMG:
+                widgets["resize_mode"] = gr.Radio(
+                    forms.RESIZE_LABELS, value=forms.RESIZE_LABELS[0], label="Resize mode", elem_id=f"{m}_resize_mode"
+                )
+                widgets["denoising_strength"] = gr.Slider(
+                    0.01, 1.0, value=0.75, step=0.01, label="Denoising strength", elem_id=f"{m}_denoising_strength"
+                )
+            if mode is Mode.INPAINT:
+                widgets["mask_blur"] = gr.Slider(0, 64, value=4, step=1, label="Mask blur", elem_id="inpaint_mask_blur")
+                widgets["inpainting_mask_invert"] = gr.Radio(
+                    list(forms.MASK_MODES), value=forms.MASK_MODES[0], label="Mask mode", elem_id="inpaint_mask_mode"
+                )
+                widgets["inpainting_fill"] = gr.Radio(
+                    forms.MASKED_CONTENT_NAMES, value="original", label="Masked content", elem_id="inpaint_fill"
+                )
+                widgets["inpaint_full_res"] = gr.Radio(
+                    list(forms.INPAINT_AREAS), value=forms.INPAINT_AREAS[0], label="Inpaint area",
+                    elem_id="inpaint_area",
+                )  # fmt: skip
+                widgets["inpaint_full_res_padding"] = gr.Slider(
+                    0, 256, value=32, step=4, label="Only masked padding, pixels", elem_id="inpaint_padding"
+                )
+        with gr.Column(scale=1):
+            progress = gr.HTML("", elem_id=f"{m}_progress")
+            preview = gr.Image(
+                label="Preview", visible=False, interactive=False, elem_id=f"{m}_preview", height=256, format="png"
+            )
+            gallery = gr.Gallery(
+                label="Output", columns=2, height=480, elem_id=f"{m}_gallery", object_fit="contain", format="png"
+            )
+            with gr.Row():
+                send = {
+                    "img2img": gr.Button("📤 img2img", elem_id=f"{m}_send_to_img2img", size="sm"),
+                    "inpaint": gr.Button("📤 Inpaint", elem_id=f"{m}_send_to_inpaint", size="sm"),
+                    "controlnet": gr.Button("📤 ControlNet", elem_id=f"{m}_send_to_controlnet", size="sm"),
+                }
+            info = gr.Textbox(label="Generation info", lines=4, interactive=False, elem_id=f"{m}_info")
+            link = gr.HTML("", elem_id=f"{m}_file_link")
+
+    job_id = gr.State(None)
+    results = gr.State([])
+    selected = gr.State(0)
+    names = list(widgets)
+    assert set(names) == set(forms.fields_for(mode)), names
+
+    def run(request: gr.Request, checkpoint: str | None, clip_skip: float, *values: Any) -> Iterator[tuple[Any, ...]]:
+        keep = gr.update()
+        try:
+            req = forms.build_request(
+                mode, dict(zip(names, values, strict=True)), checkpoint=checkpoint, clip_skip=int(clip_skip or 1)
+            )
+            job = service.submit(req, owner=_owner(request))
+        except EaselError as exc:
+            gr.Warning(str(exc))  # a toast where the user is looking, and the message stays by the results
+            yield None, message_html(str(exc), "error"), gr.update(visible=False), keep, keep, keep, keep, keep
+            return
+        yield job.id, progress_html(job.progress), gr.update(visible=False), keep, keep, keep, keep, keep
+        for event in job.updates():
+            shown = gr.update(value=event.preview, visible=True) if event.preview is not None else keep
+            if event.state in ("queued", "running"):
+                yield job.id, progress_html(event), shown, keep, keep, keep, keep, keep
+        hidden = gr.update(visible=False)
+        if job.state == "failed":
+            yield None, message_html(str(job.error), "error"), hidden, keep, keep, keep, keep, keep
+            return
+        if job.state == "cancelled":
+            text = "Interrupted: the unfinished image was not saved." if job.started else "Cancelled before it started."
+            yield None, message_html(text, "info"), hidden, keep, keep, keep, keep, keep
+            return
+        result = job.result
+        # Saved files are shown as themselves, so a download keeps its PNG infotext (not a re-encoded copy).
+        shown_images = [(str(i.path), i.path.name) if i.path else (i.image, f"seed {i.seed}") for i in result.images]
+        done = f"Done in {result.seconds:.1f} s: {len(result.images)} image(s)"
+        done += "".join(f"; {note}" for note in result.notes)
+        kept = [(str(i.path) if i.path else None, i.infotext) for i in result.images]
+        first = kept[0] if kept else (None, "")
+        yield None, message_html(done, "info"), hidden, shown_images, first[1], _file_link(first[0]), kept, 0
+
+    inputs = [top.checkpoint, top.clip_skip, *widgets.values()]
+    outputs = [job_id, progress, preview, gallery, info, link, results, selected]
+    # Gradio's own spinner would cover the progress bar that says more; previews show in their own image.
+    generate.click(run, inputs=inputs, outputs=outputs, concurrency_limit=None, show_progress="hidden")
+
+    def stop(current: str | None, request: gr.Request) -> None:
+        if current:
+            try:
+                service.cancel(current, owner=_owner(request))
+            except (EaselError, PermissionError) as exc:
+                gr.Warning(str(exc))
+
+    def skip_image(current: str | None, request: gr.Request) -> None:
+        if current:
+            try:
+                service.skip(current, owner=_owner(request))
+            except (EaselError, PermissionError) as exc:
+                gr.Warning(str(exc))
+
+    interrupt.click(stop, inputs=[job_id], outputs=None, concurrency_limit=None)
+    skip.click(skip_image, inputs=[job_id], outputs=None, concurrency_limit=None)
+
+    def on_select(kept: list[tuple[str | None, str]], evt: gr.SelectData) -> tuple[Any, ...]:
+        index = evt.index if isinstance(evt.index, int) and 0 <= evt.index < len(kept) else 0
+        if not kept:
+            return "", "", 0
+        return kept[index][1], _file_link(kept[index][0]), index
+
+    gallery.select(on_select, inputs=[results], outputs=[info, link, selected])
+
+    swap.click(lambda w, h: (h, w), inputs=[widgets["width"], widgets["height"]], outputs=[widgets["width"], widgets["height"]])  # fmt: skip
+    random_seed.click(lambda: -1, outputs=[widgets["seed"]])
+
+    def last_seed(kept: list[tuple[str | None, str]], index: int, current: Any) -> Any:
+        if not kept:
+            return current
+        seed = forms.seed_of(kept[min(index, len(kept) - 1)][1])
+        return current if seed is None else seed
+
+    reuse_seed.click(last_seed, inputs=[results, selected, widgets["seed"]], outputs=[widgets["seed"]])
+
+    def count(text: str) -> str:
+        return _tokens_html(*service.count_tokens(text or ""))
+
+    for box, counter in ((widgets["prompt"], prompt_tokens), (widgets["negative_prompt"], negative_tokens)):
+        box.change(count, inputs=[box], outputs=[counter], trigger_mode="always_last", show_progress="hidden")
+
+    return GenerationTab(mode, widgets, gallery, info, results, selected, send)
+
+
+def selected_image(kept: list[tuple[str | None, str]], index: int) -> str | None:
+    """The file of the image the user picked in a result gallery (what the send buttons pass on)."""
+    if not kept:
+        return None
+    path = kept[min(max(index, 0), len(kept) - 1)][0]
+    return path if path and Path(path).is_file() else None
+
+
+def _owner(request: gr.Request | None) -> str | None:
+    """Each browser session owns its jobs: another tab or user cannot interrupt them."""
+    if request is None:
+        return None
+    return getattr(request, "session_hash", None) or None
+
+
+def _tokens_html(count: int, limit: int) -> str:
+    over = " easel-tokens-over" if count > 75 else ""
+    return f'<span class="easel-token-count{over}">{count}/{limit}</span>'
+
+
+def _file_link(path: str | None) -> str:
+    if not path:
+        return ""
+    name = Path(path).name
+    return f'<a href="/gradio_api/file={quote(path)}" target="_blank" download="{name}">📄 {name}</a>'
