@@ -325,6 +325,28 @@ def test_broken_files_fail_with_their_name_and_the_loaded_model_stays(service, m
         service.engine.weights.refresh()
 
 
+def test_switching_the_checkpoint_loads_it_on_the_worker_and_reports_failures(service, models):
+    folder = models / "Stable-diffusion"
+    info = service.load_checkpoint("b-tiny-sd1-inpaint.safetensors").wait(120)
+    assert info.name == "b-tiny-sd1-inpaint.safetensors"
+    assert service.engine.weights.active.info.path == folder / "b-tiny-sd1-inpaint.safetensors"
+    with pytest.raises(ModelNotFound):
+        service.load_checkpoint("no-such-model")  # refused before it is queued
+    good = (folder / "a-tiny-sd1.safetensors").read_bytes()
+    (folder / "e-truncated.safetensors").write_bytes(good[: len(good) // 3])
+    service.engine.weights.refresh()
+    try:
+        job = service.load_checkpoint("e-truncated.safetensors")
+        with pytest.raises(ModelLoadError, match=r"e-truncated\.safetensors"):
+            job.wait(120)
+        assert job.state == "failed"
+        assert service.engine.weights.active.info.name == "b-tiny-sd1-inpaint.safetensors"  # the old one stays
+    finally:
+        (folder / "e-truncated.safetensors").unlink()
+        service.engine.weights.refresh()
+    assert service.load_checkpoint("a-tiny-sd1.safetensors").wait(120).name == "a-tiny-sd1.safetensors"
+
+
 @pytest.mark.parametrize(
     "fixture", ["tiny_sd2_v_ckpt", "tiny_sdxl_ckpt", "tiny_sdxl_inpaint_ckpt", "tiny_sd1_diffusers"]
 )

@@ -87,7 +87,7 @@ def test_jobs_run_first_in_first_out_and_save_files(tmp_path):
 
 def test_progress_reports_steps_eta_and_previews(tmp_path):
     service = _service(tmp_path, FakeEngine(step_delay=0.01))
-    service.preview_every = 2
+    service.update_preferences(preview_every=2)
     job = service.submit(_req(steps=4, n_iter=2, save_images=False))
     seen = list(job.updates(timeout=10))
     running = [p for p in seen if p.state == "running" and p.total_steps]

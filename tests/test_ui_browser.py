@@ -118,11 +118,17 @@ def ui(server: Server, chromium: Browser) -> Iterator[Page]:
     page = context.new_page()
     page.set_default_timeout(30_000)
     try:
-        page.goto(server.url)
-        expect(page.locator("#txt2img_generate")).to_be_visible()
+        _open(page, server.url)
         yield page
     finally:
         context.close()
+
+
+def _open(page: Page, url: str) -> None:
+    """Load the page and wait for its load event to fill the form (model, defaults), as a user would see it."""
+    page.goto(url)
+    expect(page.locator("#txt2img_generate")).to_be_visible()
+    expect(page.get_by_label("Stable Diffusion checkpoint")).to_have_value(TITLE)
 
 
 def _set_number(page: Page, elem_id: str, value: int | float) -> None:
@@ -271,8 +277,7 @@ def test_two_users_each_see_their_own_job_and_cannot_stop_the_other(
     other = other_context.new_page()
     other.set_default_timeout(30_000)
     try:
-        other.goto(server.url)
-        expect(other.locator("#txt2img_generate")).to_be_visible()
+        _open(other, server.url)
         ui.locator("#txt2img_prompt textarea").fill("the first user's long job")
         _set_number(ui, "txt2img_steps", 150)
         ui.locator("#txt2img_generate").click()
@@ -368,6 +373,45 @@ def test_png_info_reads_a_saved_image_and_sends_it_to_txt2img(ui: Page, server: 
     ui.locator("#pnginfo_send_to_txt2img").click()
     expect(ui.locator("#txt2img_prompt textarea")).to_have_value("a png info check")
     expect(ui.locator("#txt2img_seed input")).to_have_value("41")
+
+
+def test_settings_are_validated_saved_and_used_for_the_next_image(ui: Page, server: Server) -> None:
+    _open_tab(ui, "Settings")
+    folder = ui.locator("#setting_txt2img_folder textarea, #setting_txt2img_folder input").first
+    folder.fill("../outside")
+    ui.locator("#settings_apply").click()
+    expect(ui.locator("#settings_status .easel-error")).to_contain_text("txt2img_folder")
+    expect(ui.locator("#settings_status")).to_contain_text("inside the data folder")
+    assert not (server.outputs / "easel-settings.json").exists()  # nothing saved from a bad form
+
+    folder.fill("settings-check")
+    ui.locator("#setting_output_format").get_by_label("jpg").check()
+    ui.locator("#settings_apply").click()
+    expect(ui.locator("#settings_status")).to_contain_text("Settings saved.")
+    _shot(ui, "settings")
+    try:
+        _open_tab(ui, "txt2img")
+        _small_job(ui, seed=51)
+        ui.locator("#txt2img_generate").click()
+        expect(ui.locator("#txt2img_progress")).to_contain_text("Done in")
+        (saved,) = (server.outputs / "settings-check").rglob("*-51.jpg")
+        from PIL import Image
+
+        from webui.outputs.infotext import read_infotext
+
+        assert "Seed: 51," in (read_infotext(Image.open(saved)) or "")
+        # A reloaded page shows the saved values.
+        _open(ui, server.url)
+        _open_tab(ui, "Settings")
+        expect(ui.locator("#setting_txt2img_folder textarea, #setting_txt2img_folder input").first).to_have_value(
+            "settings-check"
+        )
+    finally:  # back to the defaults (png in txt2img-images) for the tests that follow
+        _open_tab(ui, "Settings")
+        ui.locator("#setting_txt2img_folder textarea, #setting_txt2img_folder input").first.fill("txt2img-images")
+        ui.locator("#setting_output_format").get_by_label("png").check()
+        ui.locator("#settings_apply").click()
+        expect(ui.locator("#settings_status")).to_contain_text("Settings saved.")
 
 
 def test_refreshing_the_checkpoint_list_keeps_the_selected_checkpoint(ui: Page, server: Server) -> None:

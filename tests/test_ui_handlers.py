@@ -178,3 +178,20 @@ def test_png_info_reads_our_files_others_and_says_when_there_is_nothing(tmp_path
     junk.write_bytes(b"not a png")
     assert read_parameters(str(junk))[0].startswith("Cannot read this file as an image")
     assert read_parameters(None) == ("", [])
+
+
+def test_the_page_has_the_a1111_tabs_and_room_for_extension_tabs(tmp_path: Path) -> None:
+    import gradio as gr
+
+    from webui.service.factory import create_service
+    from webui.settings import Settings
+    from webui.ui.page import build_ui
+
+    (tmp_path / "models" / "Stable-diffusion").mkdir(parents=True)
+    service = create_service(Settings(models_dir=tmp_path / "models", outputs_dir=tmp_path / "out"), start=False)
+    page = build_ui(service, extension_tabs=[("My Extension", lambda: gr.Markdown("made by an extension"))])
+    labels = [block.label for block in page.blocks.values() if isinstance(block, gr.Tab)]
+    expected = ["txt2img", "img2img", "Inpaint", "ControlNet", "History", "PNG Info", "Settings", "My Extension"]
+    assert labels == expected
+    texts = [block.value for block in page.blocks.values() if isinstance(block, gr.Markdown)]
+    assert "made by an extension" in texts

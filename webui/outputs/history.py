@@ -21,7 +21,7 @@ from pathlib import Path
 from PIL import Image
 
 from webui.outputs.infotext import parse_infotext, read_infotext
-from webui.outputs.saving import FOLDERS
+from webui.outputs.saving import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -286,19 +286,17 @@ class HistoryIndex:
 
 
 def _scan(root: Path) -> Iterator[tuple[str, float]]:
-    """(relative path, mtime) of every finished PNG in the mode folders (temp files are hidden dot-files)."""
-    for folder in sorted(set(FOLDERS.values())):
-        base = root / folder
-        if not base.is_dir():
-            continue
-        for dirpath, _dirs, files in os.walk(base):
-            for name in files:
-                if name.lower().endswith(".png") and not name.startswith("."):
-                    full = Path(dirpath) / name
-                    try:
-                        yield full.relative_to(root).as_posix(), full.stat().st_mtime
-                    except OSError:
-                        continue
+    """(relative path, mtime) of every finished image below the data folder, whatever folders the settings
+    named over time (temp files and the index's own files are hidden or not images)."""
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."):
+                full = Path(dirpath) / name
+                try:
+                    yield full.relative_to(root).as_posix(), full.stat().st_mtime
+                except OSError:
+                    continue
 
 
 def _read_text(path: Path) -> str:
@@ -307,14 +305,17 @@ def _read_text(path: Path) -> str:
 
 
 def _mode_of(root: Path, path: Path, infotext: str) -> str:
+    """The mode an image was made in, from its infotext (folders are the user's to rename): inpaint writes its
+    mask settings, img2img its denoising strength; A1111's own folder names settle texts that say neither."""
+    if "Mask blur:" in infotext:
+        return "inpaint"
+    if "Denoising strength:" in infotext and "Hires upscale:" not in infotext:
+        return "img2img"
     try:
         folder = path.relative_to(root).parts[0]
     except (ValueError, IndexError):
         folder = ""
-    mode = _MODE_BY_FOLDER.get(folder, "txt2img")
-    if mode == "img2img" and "Mask blur:" in infotext:  # A1111 keeps inpaint results with img2img's
-        mode = "inpaint"
-    return mode
+    return _MODE_BY_FOLDER.get(folder, "txt2img")
 
 
 def _entry(path: Path, infotext: str, mode: str, created: float) -> HistoryEntry:

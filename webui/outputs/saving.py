@@ -9,6 +9,7 @@ import re
 import threading
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
@@ -25,7 +26,12 @@ FOLDERS: dict[Mode, str] = {
     Mode.INPAINT: "img2img-images",
 }
 TEMP_SUFFIX = ".tmp"
-# A1111 numbers from the leading digits of any name; ``.NNNNN.png.tmp`` is a save in progress (or a crash's leftover).
+SAVE_FORMATS = ("png", "jpg", "webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+_EXIF_IFD = 0x8769
+_EXIF_USER_COMMENT = 0x9286
+# A1111 numbers from the leading digits of any name; ``.NNNNN.png.tmp`` (or .jpg, .webp) is a save in progress (or
+# a crash's leftover).
 _NUMBERED = re.compile(r"^\.?(\d+)(?=[-.]|$)")
 _TEMP = re.compile(r"^\..+\.tmp$")
 _MAX_TRIES = 10_000
@@ -43,20 +49,23 @@ class OutputPaths:
         self.root = Path(outputs_root)
         self._lock = threading.Lock()
 
-    def folder(self, mode: Mode | str, when: datetime) -> Path:
-        return self.root / FOLDERS[Mode(mode)] / when.strftime("%Y-%m-%d")
+    def folder(self, mode: Mode | str, when: datetime, name: str | None = None) -> Path:
+        """``<root>/<name>/YYYY-MM-DD``; ``name`` (the user's folder setting, relative) defaults to A1111's."""
+        return self.root / (name or FOLDERS[Mode(mode)]) / when.strftime("%Y-%m-%d")
 
-    def claim(self, mode: Mode | str, seed: int, when: datetime) -> tuple[int, Path, Path]:
+    def claim(
+        self, mode: Mode | str, seed: int, when: datetime, name: str | None = None, ext: str = "png"
+    ) -> tuple[int, Path, Path]:
         """Reserve the next number; returns an open, empty temp file's descriptor, its path and the final path.
 
         Raises ``OSError`` when the folder cannot be created or written.
         """
-        folder = self.folder(mode, when)
+        folder = self.folder(mode, when, name)
         with self._lock:
             folder.mkdir(parents=True, exist_ok=True)
             number = max(_numbers_in(folder), default=-1) + 1
             for _ in range(_MAX_TRIES):
-                temp = folder / f".{number:05d}.png{TEMP_SUFFIX}"
+                temp = folder / f".{number:05d}.{ext}{TEMP_SUFFIX}"
                 try:
                     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
                 except FileExistsError:
@@ -69,7 +78,7 @@ class OutputPaths:
                     temp.unlink(missing_ok=True)
                     number += 1
                     continue
-                return fd, temp, folder / f"{number:05d}-{seed}.png"
+                return fd, temp, folder / f"{number:05d}-{seed}.{ext}"
         raise OSError(f"no free file number in {folder}")
 
 
@@ -103,23 +112,28 @@ def save_image(
     infotext: str,
     *,
     when: datetime | None = None,
+    folder_name: str | None = None,
+    fmt: str = "png",
+    quality: int = 90,
+    embed_infotext: bool = True,
 ) -> Path:
-    """Write a PNG with its ``parameters`` text chunk under A1111's layout; return the final (absolute) path.
+    """Write an image with its infotext under A1111's layout; return the final (absolute) path.
 
-    Temp file, fsync, rename: after a crash or a full disk the final name either holds the whole image or does
-    not exist. Any failure removes the temp file and is raised as ``GenerationFailed`` naming the folder.
+    PNG keeps the infotext in a ``parameters`` text chunk, JPEG and WebP in EXIF UserComment, as A1111 writes
+    them. Temp file, fsync, rename: after a crash or a full disk the final name either holds the whole image or
+    does not exist. Any failure removes the temp file and is raised as ``GenerationFailed`` naming the folder.
     """
+    if fmt not in SAVE_FORMATS:
+        raise ValueError(f"fmt must be one of {', '.join(SAVE_FORMATS)}, not {fmt!r}")
     when = when or datetime.now()
     paths = output_paths(outputs_root)
-    folder = paths.folder(mode, when)
+    folder = paths.folder(mode, when, folder_name)
     temp: Path | None = None
     done = False
     try:
-        fd, temp, final = paths.claim(mode, seed, when)
-        info = PngInfo()
-        info.add_text("parameters", infotext)
+        fd, temp, final = paths.claim(mode, seed, when, folder_name, fmt)
         with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG", pnginfo=info)
+            _encode(image, handle, fmt, infotext if embed_infotext else None, quality)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, final)
@@ -131,6 +145,21 @@ def save_image(
             temp.unlink(missing_ok=True)
     _sync_directory(final.parent)
     return final
+
+
+def _encode(image: Image.Image, handle: BinaryIO, fmt: str, infotext: str | None, quality: int) -> None:
+    if fmt == "png":
+        info = PngInfo()
+        if infotext is not None:
+            info.add_text("parameters", infotext)
+        image.save(handle, format="PNG", pnginfo=info)
+        return
+    exif = Image.Exif()
+    if infotext is not None:
+        # A1111 (piexif) writes "UNICODE\0" and UTF-16 big-endian; readers of its files expect exactly that.
+        exif.get_ifd(_EXIF_IFD)[_EXIF_USER_COMMENT] = b"UNICODE\0" + infotext.encode("utf-16-be")
+    rgb = image.convert("RGB") if fmt == "jpg" else image
+    rgb.save(handle, format="JPEG" if fmt == "jpg" else "WEBP", quality=quality, exif=exif.tobytes())
 
 
 def _describe(exc: Exception) -> str:

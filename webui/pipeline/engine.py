@@ -94,6 +94,12 @@ class Engine:
         if self.device.device.type == "cuda":
             torch.cuda.empty_cache()
 
+    def load(self, checkpoint: str | None) -> ActiveModel:
+        """Make ``checkpoint`` the active model now (the UI's model switch), releasing the old one's pipelines."""
+        model = self.weights.use(checkpoint)
+        self._own(model)
+        return model
+
     # -- pipelines -------------------------------------------------------------------------------------
     def _own(self, model: ActiveModel) -> None:
         """Drop pipelines built for another model, so they stop holding its modules."""

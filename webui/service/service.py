@@ -17,9 +17,10 @@ from typing import Any
 from webui.errors import EaselError, GenerationFailed, ImageSkipped, InvalidRequest, JobCancelled, QueueFull
 from webui.outputs.history import HistoryIndex
 from webui.outputs.saving import save_image
+from webui.preferences import Preferences, PreferencesStore
 from webui.service.jobs import Job
 from webui.settings import Settings
-from webui.types import GenerationRequest, GenerationResult
+from webui.types import GenerationRequest, GenerationResult, Mode
 from webui.weights.model_defaults import generation_defaults
 from webui.weights.registry import CheckpointInfo
 
@@ -38,8 +39,8 @@ class GenerationService:
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._current: Job | None = None
-        self.preview_every = 4
         self.history = HistoryIndex(settings.outputs_dir)
+        self.preferences = PreferencesStore(settings.outputs_dir)
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> GenerationService:
@@ -66,6 +67,17 @@ class GenerationService:
             self.engine.weights.checkpoints.get(request.checkpoint)  # unknown name: ModelNotFound now, not later
         job = Job(request=request, run=self._run_generation, owner=owner)
         return self._enqueue(job)
+
+    def load_checkpoint(self, checkpoint: str | None, owner: str | None = None) -> Job:
+        """Queue a model switch, as choosing a checkpoint in the UI does; its result is the loaded checkpoint's
+        ``CheckpointInfo``. Behind running jobs in the queue, since only the worker may touch the device."""
+        if checkpoint:
+            self.engine.weights.checkpoints.get(checkpoint)  # unknown name: ModelNotFound now, not later
+
+        def run(job: Job) -> CheckpointInfo:
+            return self.engine.load(checkpoint or None).info
+
+        return self._enqueue(Job(request=None, run=run, owner=owner))
 
     def generate(self, request: GenerationRequest, owner: str | None = None, timeout: float | None = None):
         """Submit and wait: the blocking call that the CLI and the A1111 API use."""
@@ -118,6 +130,15 @@ class GenerationService:
             raise PermissionError("this job belongs to another user")
         job.skip()
         return job
+
+    @property
+    def preview_every(self) -> int:
+        """Steps between live previews (0: none), from the user's settings."""
+        return self.preferences.current.preview_every
+
+    def update_preferences(self, **changes: Any) -> Preferences:
+        """Validate, save and apply Settings-tab changes; ``InvalidRequest`` names a bad value."""
+        return self.preferences.update(**changes)
 
     # -- models --------------------------------------------------------------------------------------
     def default_checkpoint(self) -> CheckpointInfo | None:
@@ -215,8 +236,17 @@ class GenerationService:
         for generated in self.engine.generate(request, on_step, result.notes):
             job.raise_if_cancelled()
             if request.save_images:
+                prefs = self.preferences.current
                 generated.path = save_image(
-                    generated.image, self.settings.outputs_dir, request.mode, generated.seed, generated.infotext
+                    generated.image,
+                    self.settings.outputs_dir,
+                    request.mode,
+                    generated.seed,
+                    generated.infotext,
+                    folder_name=prefs.txt2img_folder if request.mode is Mode.TXT2IMG else prefs.img2img_folder,
+                    fmt=prefs.output_format,
+                    quality=prefs.jpeg_quality,
+                    embed_infotext=prefs.save_infotext,
                 )
                 self._index(generated.path, generated.infotext, request.mode.value)
             result.images.append(generated)

@@ -68,7 +68,12 @@ def fields_for(mode: Mode) -> tuple[str, ...]:
 
 
 def build_request(
-    mode: Mode, values: Mapping[str, Any], *, checkpoint: str | None = None, clip_skip: int = 1
+    mode: Mode,
+    values: Mapping[str, Any],
+    *,
+    checkpoint: str | None = None,
+    clip_skip: int = 1,
+    save_images: bool = True,
 ) -> GenerationRequest:
     """The request a tab's widgets describe; ``InvalidRequest`` names the field when a value is wrong."""
     fields: dict[str, Any] = {
@@ -86,6 +91,7 @@ def build_request(
         "seed": _integer(values, "seed", default=-1),
         "checkpoint": checkpoint or None,
         "clip_skip": int(clip_skip or 1),
+        "save_images": save_images,
     }
     if mode is Mode.IMG2IMG:
         fields["init_image"] = _image(values.get("init_image"), "init_image")

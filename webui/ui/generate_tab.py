@@ -181,7 +181,11 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) ->
         keep = gr.update()
         try:
             req = forms.build_request(
-                mode, dict(zip(names, values, strict=True)), checkpoint=checkpoint, clip_skip=int(clip_skip or 1)
+                mode,
+                dict(zip(names, values, strict=True)),
+                checkpoint=checkpoint,
+                clip_skip=int(clip_skip or 1),
+                save_images=service.preferences.current.save_images,
             )
             job = service.submit(req, owner=_owner(request))
         except EaselError as exc:

@@ -7,7 +7,8 @@ the same errors as the API and the CLI. No torch or diffusers here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import gradio as gr
@@ -19,6 +20,8 @@ from webui.ui import forms
 from webui.ui.generate_tab import GenerationTab, TopBar, build_generation_tab, selected_image
 from webui.ui.history_tab import build_history_tab
 from webui.ui.pnginfo_tab import build_pnginfo_tab
+from webui.ui.progress import message_html
+from webui.ui.settings_tab import build_settings_tab
 
 ExtensionTab = tuple[str, Callable[[], None]]  # (tab label, builds the tab's widgets inside it)
 
@@ -68,6 +71,7 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
             )  # fmt: skip
             refresh = gr.Button("🔄", scale=0, min_width=48, elem_id="refresh_checkpoints")
             clip_skip = gr.Slider(1, 12, value=1, step=1, label="Clip skip", scale=2, elem_id="setting_clip_skip")
+        model_status = gr.HTML("", elem_id="checkpoint_status")
         top = TopBar(checkpoint=checkpoint, clip_skip=clip_skip)
 
         tabs_by_mode: dict[Mode, GenerationTab] = {}
@@ -81,6 +85,8 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
                 history = build_history_tab(service)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 pnginfo = build_pnginfo_tab()
+            with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
+                settings_tab = build_settings_tab(service)
             for label, build in extension_tabs:
                 with gr.Tab(label, elem_id=f"tab_ext_{label.lower().replace(' ', '_')}"):
                     build()
@@ -140,20 +146,58 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
         for tab in tabs_by_mode.values():
             model_fields += [tab.widgets[name] for name in names]
 
-        def apply_defaults(current: str | None) -> tuple[Any, ...]:
-            """Selecting a model sets what it was made for (the demo model: 64x64), as its metadata says."""
-            try:
-                found = service.defaults_for(current or None)
-            except EaselError:
-                found = {}
+        def model_defaults(current: str | None, with_preferences: bool) -> tuple[Any, ...]:
+            """What the model was made for (the demo model: 64x64), as its metadata says; on page load, what it
+            does not say comes from the user's default settings. Choosing a model keeps the user's other values."""
+            found: dict[str, Any] = {}
+            if with_preferences:
+                prefs = service.preferences.current
+                found = {"steps": prefs.default_steps, "cfg_scale": prefs.default_cfg_scale, "sampler_name": prefs.default_sampler}  # fmt: skip
+            with contextlib.suppress(EaselError):
+                found.update(service.defaults_for(current or None))
             one_tab = [gr.update(value=found[n]) if n in found else gr.update() for n in names]
             return tuple(one_tab * len(tabs_by_mode))
 
+        negatives = [tab.widgets["negative_prompt"] for tab in tabs_by_mode.values()]
+
+        def on_load(current: str | None) -> tuple[Any, ...]:
+            """Everything a fresh page fills in, in one event, so nothing lands after the user started typing."""
+            chosen = rescan(current)
+            negative = service.preferences.current.default_negative_prompt
+            return (
+                chosen,
+                *model_defaults(chosen["value"], with_preferences=True),
+                *(negative for _ in negatives),
+                *settings_tab.current_values(),
+            )
+
+        def switch(request: gr.Request, title: str | None) -> Iterator[tuple[str, Any]]:
+            """Load the chosen model now, as A1111 does, with its progress and any error in words."""
+            keep = gr.update()
+            if not title:
+                return
+            try:
+                job = service.load_checkpoint(title, owner=getattr(request, "session_hash", None))
+            except EaselError as exc:
+                yield message_html(str(exc), "error"), keep
+                return
+            for event in job.updates():
+                if event.state == "queued":
+                    yield message_html(f"Waiting for the running job before loading {title}…", "info"), keep
+                elif event.state == "running":
+                    yield message_html(f"Loading {title}…", "info"), keep
+            if job.state == "done":
+                seconds = (job.finished or 0) - (job.started or 0)
+                # Its title now carries the hash: show the list with it, selected.
+                loaded = gr.update(choices=checkpoint_titles(), value=job.result.title)
+                yield message_html(f"Loaded {job.result.title} in {seconds:.1f} s", "info"), loaded
+            else:
+                yield message_html(str(job.error or job.progress.message), "error"), keep
+
         refresh.click(rescan, inputs=[checkpoint], outputs=[checkpoint])
-        checkpoint.input(apply_defaults, inputs=[checkpoint], outputs=model_fields)
-        page.load(rescan, inputs=[checkpoint], outputs=[checkpoint]).then(
-            apply_defaults, inputs=[checkpoint], outputs=model_fields
-        )
+        checkpoint.input(lambda title: model_defaults(title, False), inputs=[checkpoint], outputs=model_fields)
+        checkpoint.input(switch, inputs=[checkpoint], outputs=[model_status, checkpoint], show_progress="hidden")
+        page.load(on_load, inputs=[checkpoint], outputs=[checkpoint, *model_fields, *negatives, *settings_tab.widgets])
     return page
 
 
