@@ -1,5 +1,5 @@
-"""The shipped demo model draws what the prompt says: colours, background, size under CFG, negative prompt,
-img2img and inpaint are checked on what the images show (pixels read back by ``webui.demo.measure``).
+"""The shipped demo model draws what the prompt says: colours, background, position, size under CFG, negative
+prompt, img2img and inpaint are checked on what the images show (pixels read back by ``webui.demo.measure``).
 
 Everything runs through the real service on an empty models folder, which is how a fresh install starts: the
 demo model must be picked by itself. Seeds are fixed; thresholds leave margin below the measured figures
@@ -30,8 +30,11 @@ def service(tmp_path_factory: pytest.TempPathFactory):
     svc.stop()
 
 
+DEMO_CFG = 3.0  # the model's own default (its file's easel.defaults)
+
+
 def generate(service, prompt: str, seed: int, **fields) -> list[Image.Image]:
-    request = GenerationRequest.build(prompt=prompt, seed=seed, save_images=False, **fields)
+    request = GenerationRequest.build(prompt=prompt, seed=seed, save_images=False, **{"cfg_scale": DEMO_CFG, **fields})
     return [image.image for image in service.generate(request, timeout=300).images]
 
 
@@ -51,7 +54,7 @@ def test_the_demo_model_is_shipped_small_and_is_the_default_of_a_fresh_install(s
         "width": 64,
         "height": 64,
         "steps": 20,
-        "cfg_scale": 5.0,
+        "cfg_scale": DEMO_CFG,
         "sampler_name": "Euler a",
     }
     images = generate(service, "a red circle on a blue background", seed=1, **service.defaults_for(None))
@@ -64,27 +67,37 @@ def test_the_demo_model_is_shipped_small_and_is_the_default_of_a_fresh_install(s
 
 
 def test_shape_and_background_colours_follow_the_prompt(service) -> None:
-    score = evaluate.colour_score(generator(service), cfg_scale=5.0)
+    score = evaluate.colour_score(generator(service), cfg_scale=DEMO_CFG)
     print(f"shape colour right {score.shape_rate:.0%}, background right {score.background_rate:.0%}")
     assert score.shape_rate >= 0.8, score.failures
     assert score.background_rate >= 0.8, score.failures
 
 
+@pytest.mark.parametrize("quadrant", evaluate.QUADRANTS)
+def test_the_position_word_moves_the_shape(service, quadrant: str) -> None:
+    """The shape's centre of mass lands in the named quadrant, for four colour pairs (same seeds for every
+    quadrant, so it is the word that moves it, not the noise)."""
+    hits = evaluate.position_hits(generator(service), quadrant, cfg_scale=DEMO_CFG)
+    print(f"'{quadrant}': {hits}/4 in the quadrant")
+    assert hits >= 3
+
+
 def test_higher_cfg_raises_prompt_adherence(service) -> None:
-    """Unguided (CFG 1) the model hedges and draws "large" shapes too small; guidance brings them to the size
-    the word had in training. (Colours are already right at CFG 1, so they cannot show it.)"""
+    """Unguided (CFG 1) the model hedges and draws "small" shapes at the wrong size; guidance brings them to
+    the size the word had in training. (Colours and positions are already right at CFG 1, so they cannot show
+    it.)"""
     run = generator(service, sampler_name="Euler a", steps=20)
-    unguided = evaluate.size_adherence(run, cfg_scale=1.0, seed=600, count=48)
-    guided = evaluate.size_adherence(run, cfg_scale=5.0, seed=600, count=48)
-    print(f"large-size adherence at CFG 1: {unguided:.3f}, at CFG 5: {guided:.3f}")
-    assert guided >= unguided + 0.03
+    unguided = evaluate.size_adherence(run, cfg_scale=1.0, seed=600, count=48, size="small")
+    guided = evaluate.size_adherence(run, cfg_scale=DEMO_CFG, seed=600, count=48, size="small")
+    print(f"small-size adherence at CFG 1: {unguided:.3f}, at CFG {DEMO_CFG:g}: {guided:.3f}")
+    assert guided >= unguided + 0.04
 
 
 def test_a_negative_prompt_naming_a_colour_lowers_its_share(service) -> None:
     run, seeds = generator(service), range(400, 424)
     prompt = "a large circle on a white background"
-    plain = evaluate.colour_share(run, prompt, "red", seeds)
-    avoided = evaluate.colour_share(run, prompt, "red", seeds, negative="red")
+    plain = evaluate.colour_share(run, prompt, "red", seeds, cfg_scale=DEMO_CFG)
+    avoided = evaluate.colour_share(run, prompt, "red", seeds, negative="red", cfg_scale=DEMO_CFG)
     print(f"red share without negative {plain:.3f}, with negative 'red' {avoided:.3f}")
     assert plain > 0.01
     assert avoided <= plain * 0.5

@@ -105,7 +105,7 @@ def test_the_training_script_is_reproducible_and_saves_a_checkpoint_the_normal_l
         "width": 64,
         "height": 64,
         "steps": 20,
-        "cfg_scale": 5.0,
+        "cfg_scale": 3.0,
         "sampler_name": "Euler a",
     }
     assert json.loads(metadata["easel.training"])["config"]["seed"] == 1234
@@ -150,7 +150,7 @@ def test_resume_continues_the_unet_and_text_encoder_keeps_the_vae_and_records_bo
     assert main(["--quick", "--resume", str(source), *recipe, "--out", str(out)]) == 0
 
     before, after = formats.read_state_dict(source), formats.read_state_dict(out)
-    assert before.keys() == after.keys()
+    assert before.keys() - {"v_pred"} == after.keys() - {"v_pred"}
     vae_keys = [k for k in before if k.startswith("first_stage_model.")]
     unet_keys = [k for k in before if k.startswith("model.diffusion_model.")]
     assert vae_keys and all(torch.equal(before[k], after[k]) for k in vae_keys)

@@ -48,22 +48,26 @@ def main(argv: list[str] | None = None) -> int:
             return service.generate(request, timeout=300).images[0].image
 
         try:
-            score = evaluate.colour_score(run, cfg_scale=5.0)
-            print(f"colour prompts ({len(evaluate.colour_cases())}, CFG 5): shape colour right {score.shape_rate:.0%},")
+            score = evaluate.colour_score(run, cfg_scale=3.0)
+            print(f"colour prompts ({len(evaluate.colour_cases())}, CFG 3): shape colour right {score.shape_rate:.0%},")
             print(f"  background right {score.background_rate:.0%}, adherence {score.adherence:.2f}")
             for failure in score.failures:
                 print(f"  miss: {failure}")
             for cfg in (1.0, 3.0, 5.0, 7.0):
                 print(f"adherence at CFG {cfg:g}: {evaluate.colour_score(run, cfg_scale=cfg, seed=300).adherence:.2f}")
-            sizes = {cfg: evaluate.size_adherence(run, cfg) for cfg in (1.0, 3.0, 5.0, 7.0)}
-            print("large-size adherence at CFG 1 / 3 / 5 / 7: " + " / ".join(f"{v:.2f}" for v in sizes.values()))
-            for quadrant in evaluate.QUADRANTS:
-                hits = evaluate.position_hits(run, quadrant)
-                print(f"position '{quadrant}': {hits}/{len(evaluate.POSITION_PAIRS)} in the quadrant")
+            for size in ("small", "large"):
+                sizes = {cfg: evaluate.size_adherence(run, cfg, seed=600, count=48, size=size) for cfg in (1, 2, 3, 5)}
+                print(f"{size}-size adherence at CFG 1 / 2 / 3 / 5: " + " / ".join(f"{v:.3f}" for v in sizes.values()))
+            for cfg in (1.0, 3.0):
+                hits = [evaluate.position_hits(run, quadrant, cfg_scale=cfg) for quadrant in evaluate.QUADRANTS]
+                print(f"positions at CFG {cfg:g} ({' / '.join(evaluate.QUADRANTS)}): {hits} of 4")
             prompt, seeds = "a large circle on a white background", range(400, 424)
-            plain = evaluate.colour_share(run, prompt, "red", seeds)
-            avoided = evaluate.colour_share(run, prompt, "red", seeds, negative="red")
-            print(f"red share of '{prompt}' over {len(seeds)} seeds: {plain:.3f}; with negative 'red': {avoided:.3f}")
+            for cfg in (3.0, 5.0):
+                plain = evaluate.colour_share(run, prompt, "red", seeds, cfg_scale=cfg)
+                avoided = evaluate.colour_share(run, prompt, "red", seeds, negative="red", cfg_scale=cfg)
+                white = evaluate.colour_share(run, prompt, "white", seeds, negative="red", cfg_scale=cfg)
+                print(f"CFG {cfg:g}, '{prompt}', {len(seeds)} seeds: red share {plain:.3f}; with negative 'red' "
+                      f"{avoided:.3f} (white share then {white:.3f})")  # fmt: skip
         finally:
             service.stop()
         seconds = time.perf_counter() - started

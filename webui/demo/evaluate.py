@@ -59,12 +59,12 @@ def colour_score(generate: Generate, cfg_scale: float = 5.0, seed: int = 100) ->
     return ColourScore(shape_right / n, background_right / n, total / (2 * n), failures)
 
 
-def position_hits(generate: Generate, position: str, seed: int = 200) -> int:
+def position_hits(generate: Generate, position: str, seed: int = 200, cfg_scale: float = 3.0) -> int:
     """How many of the POSITION_PAIRS prompts put the shape's centre of mass in the named quadrant."""
     hits = 0
     for index, (colour, background) in enumerate(POSITION_PAIRS):
         prompt = f"a small {colour} circle in the {position} on a {background} background"
-        hits += measure.read(generate(prompt, seed + index, cfg_scale=5.0)).quadrant == position
+        hits += measure.read(generate(prompt, seed + index, cfg_scale=cfg_scale)).quadrant == position
     return hits
 
 

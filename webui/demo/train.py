@@ -83,7 +83,7 @@ class TrainConfig:
     snapshot_every: int = 1000  # U-Net steps between snapshots handed to ``train``'s ``snapshot`` callback
     # defaults the UI applies when the model is selected
     defaults: dict[str, Any] = field(
-        default_factory=lambda: {"width": 64, "height": 64, "steps": 20, "cfg_scale": 5.0, "sampler_name": "Euler a"}
+        default_factory=lambda: {"width": 64, "height": 64, "steps": 20, "cfg_scale": 3.0, "sampler_name": "Euler a"}
     )
 
 
