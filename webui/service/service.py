@@ -117,18 +117,20 @@ class GenerationService:
 
     def cancel(self, job_id: str, owner: str | None = None) -> Job:
         """Cancel one job; with owners in play, only the job's owner may cancel it."""
-        job = self.job(job_id)
-        if job.owner is not None and owner != job.owner:
-            raise PermissionError("this job belongs to another user")
+        job = self._owned(job_id, owner)
         job.cancel()
         return job
 
     def skip(self, job_id: str, owner: str | None = None) -> Job:
         """Skip the image a job is making now; the same ownership rule as ``cancel``."""
+        job = self._owned(job_id, owner)
+        job.skip()
+        return job
+
+    def _owned(self, job_id: str, owner: str | None) -> Job:
         job = self.job(job_id)
         if job.owner is not None and owner != job.owner:
             raise PermissionError("this job belongs to another user")
-        job.skip()
         return job
 
     @property

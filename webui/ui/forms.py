@@ -153,16 +153,9 @@ def combine_masks(
 def values_from_infotext(text: str) -> dict[str, Any]:
     """Widget values for the txt2img form from an infotext (PNG Info's and History's "send to txt2img")."""
     fields = request_fields_from_infotext(parse_infotext(text))
-    names = {
-        "prompt",
-        "negative_prompt",
-        "sampler_name",
-        "scheduler",
-        "steps",
-        "width",
-        "height",
-        "cfg_scale",
-        "seed",
+    # The form's own fields, less the batch (a picture's parameters, not how many to make), plus those an
+    # img2img or inpaint text carries.
+    names = set(COMMON_FIELDS) - {"n_iter", "batch_size"} | {
         "denoising_strength",
         "mask_blur",
         "inpaint_full_res_padding",
