@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Mark a test whose call failed, so fixtures can add what explains it (a server's log) to the report."""
+    report = yield
+    if report.when == "call" and report.failed:
+        item.user_properties.append(("call_failed", True))
+    return report
+
 
 # --- tiny model fixtures (weights loading) ------------------------------------------------------------------
 # Built once per session into one temporary folder; each is a few MB and takes well under a second.

@@ -113,15 +113,23 @@ def chromium() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def ui(server: Server, chromium: Browser) -> Iterator[Page]:
+def ui(request: pytest.FixtureRequest, server: Server, chromium: Browser) -> Iterator[Page]:
     context = chromium.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(30_000)
+    start = server.log.stat().st_size
     try:
         _open(page, server.url)
         yield page
     finally:
         context.close()
+        if (
+            "call_failed",
+            True,
+        ) in request.node.user_properties:  # the server's side of the story, in the failure report
+            with server.log.open("rb") as log:
+                log.seek(start)
+                print(f"--- app.py log during this test ---\n{log.read().decode(errors='replace')[-6000:]}")
 
 
 def _open(page: Page, url: str) -> None:

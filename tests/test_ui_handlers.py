@@ -195,3 +195,34 @@ def test_the_page_has_the_a1111_tabs_and_room_for_extension_tabs(tmp_path: Path)
     assert labels == expected
     texts = [block.value for block in page.blocks.values() if isinstance(block, gr.Markdown)]
     assert "made by an extension" in texts
+
+
+def test_the_checkpoint_choice_keeps_its_value_when_the_title_gains_its_hash(
+    tmp_path: Path, tiny_sd1_ckpt: Path
+) -> None:
+    """Regression: loading a model adds its hash to the title; when the title was the dropdown's value, a Generate
+    clicked during the load sent the old title, which Gradio then refused as "not in the list of choices"."""
+    import shutil
+
+    import gradio as gr
+
+    from webui.service.factory import create_service
+    from webui.settings import Settings
+    from webui.ui.page import build_ui
+
+    (tmp_path / "models" / "Stable-diffusion").mkdir(parents=True)
+    shutil.copy(tiny_sd1_ckpt, tmp_path / "models" / "Stable-diffusion" / "tiny.safetensors")
+    settings = Settings(models_dir=tmp_path / "models", outputs_dir=tmp_path / "out", demo_model=False)
+    service = create_service(settings, start=False)
+    page = build_ui(service)
+    rescan = next(f.fn for f in page.fns.values() if getattr(f.fn, "__name__", "") == "rescan")
+    before = rescan(None)
+    assert before["value"] == "tiny.safetensors" and before["choices"] == [("tiny.safetensors", "tiny.safetensors")]
+    info = service.engine.weights.checkpoints.get("tiny.safetensors")
+    info.ensure_hash(service.engine.weights.hash_cache)
+    after = rescan(before["value"])
+    ((label, value),) = after["choices"]
+    assert label == f"tiny.safetensors [{info.shorthash}]" and value == after["value"] == "tiny.safetensors"
+    dropdown = next(b for b in page.blocks.values() if isinstance(b, gr.Dropdown) and b.elem_id == "setting_checkpoint")
+    dropdown.choices = after["choices"]
+    assert dropdown.preprocess(before["value"]) == "tiny.safetensors"  # what a click sent before the hash is valid

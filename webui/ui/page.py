@@ -60,8 +60,9 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
     checkpoints = service.engine.weights.checkpoints
 
     def checkpoint_titles() -> list[tuple[str, str]]:
-        """(label, value) pairs: the value stays A1111's title; the label says which file came with Easel."""
-        return [(f"{c.title} (built-in demo)" if c.builtin else c.title, c.title) for c in checkpoints.list()]
+        """(label, value) pairs: the label is A1111's title (it gains the hash once known) and says which file came
+        with Easel; the value is the stable name, so a value sent just before the hash appeared stays valid."""
+        return [(f"{c.title} (built-in demo)" if c.builtin else c.title, c.name) for c in checkpoints.list()]
 
     with gr.Blocks(title="Easel") as page:
         with gr.Row(equal_height=True, elem_id="top_bar"):
@@ -132,13 +133,13 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
         # -- models --------------------------------------------------------------------------------------
         def rescan(current: str | None) -> Any:
             service.engine.weights.refresh()
-            try:  # a title gains its hash once loaded: follow it, or Gradio refuses the old value
-                value = checkpoints.get(current).title if current else None
+            try:  # an old title (before its hash was known) still finds its model
+                value = checkpoints.get(current).name if current else None
             except EaselError:
                 value = None
             if value is None:  # show what a generation would use (the demo model on a fresh install)
                 default = service.default_checkpoint()
-                value = default.title if default is not None else None
+                value = default.name if default is not None else None
             return gr.update(choices=checkpoint_titles(), value=value)
 
         model_fields: list[Any] = []
@@ -188,8 +189,9 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
                     yield message_html(f"Loading {title}…", "info"), keep
             if job.state == "done":
                 seconds = (job.finished or 0) - (job.started or 0)
-                # Its title now carries the hash: show the list with it, selected.
-                loaded = gr.update(choices=checkpoint_titles(), value=job.result.title)
+                # Its label now carries the hash; the value (its name) is unchanged, so a Generate clicked
+                # meanwhile still sends a valid choice.
+                loaded = gr.update(choices=checkpoint_titles(), value=job.result.name)
                 yield message_html(f"Loaded {job.result.title} in {seconds:.1f} s", "info"), loaded
             else:
                 yield message_html(str(job.error or job.progress.message), "error"), keep
