@@ -113,3 +113,18 @@ def test_app_py_generate_runs_the_same_command(capsys, models, outputs):
 
     code, paths, err = _generate(capsys, models, outputs, *FAST, "--steps", "0", via_app=True)
     assert code == 2 and paths == [] and "steps" in err
+
+
+def test_vae_flag_uses_a_vae_file_and_an_unknown_one_exits_2_naming_sd_vae(capsys, models, outputs, tmp_path):
+    from tests.fixtures.tiny_models import make_vae
+
+    root = tmp_path / "models"
+    shutil.copytree(models, root)
+    make_vae(root / "VAE" / "redder.safetensors", red=1.5)
+    code, (path,), err = _generate(capsys, root, outputs, *FAST, "--seed", "3", "--vae", "redder.safetensors")
+    assert code == 0, err
+    with Image.open(path) as image:
+        assert "VAE: redder.safetensors" in image.info["parameters"]
+    code, paths, err = _generate(capsys, root, outputs, *FAST, "--vae", "nope.safetensors")
+    assert code == 2 and paths == []
+    assert "sd_vae: 'nope.safetensors' not found" in err and "redder.safetensors" in err

@@ -438,6 +438,32 @@ def test_refreshing_the_checkpoint_list_keeps_the_selected_checkpoint(ui: Page, 
     _expect_done(ui, server, before | server.pngs(), seed=13)
 
 
+def test_a_vae_added_to_the_folder_is_listed_on_refresh_and_used_by_the_next_image(ui: Page, server: Server) -> None:
+    from tests.fixtures.tiny_models import make_vae
+
+    vae = ui.get_by_label("SD VAE")
+    expect(vae).to_have_value("Automatic")
+    make_vae(server.outputs.parent / "models" / "VAE" / "browser-redder.safetensors", red=1.5)
+    ui.locator("#refresh_checkpoints").click()
+    vae.click()
+    ui.get_by_role("option", name="browser-redder.safetensors").click()
+    expect(vae).to_have_value("browser-redder.safetensors")
+    _small_job(ui, seed=21)
+    before = server.pngs()
+    ui.locator("#txt2img_generate").click()
+    path = _expect_done(ui, server, before, seed=21)
+    expect(ui.locator("#txt2img_info textarea")).to_have_value(
+        re.compile(r"VAE hash: [0-9a-f]{10}, VAE: browser-redder\.safetensors,")
+    )
+    _shot(ui, "vae")
+    vae.click()
+    ui.get_by_role("option", name="None", exact=True).click()
+    _set_number(ui, "txt2img_seed", 22)
+    ui.locator("#txt2img_generate").click()
+    _expect_done(ui, server, before | {path}, seed=22)
+    assert "VAE" not in ui.locator("#txt2img_info textarea").input_value()
+
+
 def test_a_fresh_install_draws_the_prompt_with_the_demo_model(
     tmp_path_factory: pytest.TempPathFactory, chromium: Browser
 ) -> None:

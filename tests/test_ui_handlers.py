@@ -215,7 +215,11 @@ def test_the_checkpoint_choice_keeps_its_value_when_the_title_gains_its_hash(
     settings = Settings(models_dir=tmp_path / "models", outputs_dir=tmp_path / "out", demo_model=False)
     service = create_service(settings, start=False)
     page = build_ui(service)
-    rescan = next(f.fn for f in page.fns.values() if getattr(f.fn, "__name__", "") == "rescan")
+    refresh = next(f.fn for f in page.fns.values() if getattr(f.fn, "__name__", "") == "refresh_lists")
+
+    def rescan(current: str | None) -> dict:
+        return refresh(current, "Automatic")[0]
+
     before = rescan(None)
     assert before["value"] == "tiny.safetensors" and before["choices"] == [("tiny.safetensors", "tiny.safetensors")]
     info = service.engine.weights.checkpoints.get("tiny.safetensors")

@@ -32,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-count", type=int, default=1)
     parser.add_argument("--clip-skip", type=int, default=1)
     parser.add_argument("--model", help="checkpoint for this run (title, name or hash)")
+    parser.add_argument(
+        "--vae",
+        default="Automatic",
+        help="VAE: Automatic (named like the model, else its own), None, or a file in models/VAE",
+    )
     parser.add_argument("--init-image", type=Path, help="input image (img2img, inpaint)")
     parser.add_argument("--denoising-strength", type=float, default=0.75)
     parser.add_argument("--resize-mode", type=int, choices=[0, 1, 2], default=0)
@@ -71,6 +76,7 @@ def request_from_args(args: argparse.Namespace, model_defaults: dict[str, Any] |
         n_iter=args.batch_count,
         clip_skip=args.clip_skip,
         checkpoint=args.model,
+        vae=args.vae,
         denoising_strength=args.denoising_strength,
         resize_mode=args.resize_mode,
         mask_blur=args.mask_blur,

@@ -57,6 +57,10 @@ MASKED_CONTENT_LABELS = {
 }
 
 
+VAE_AUTOMATIC = "Automatic"  # the VAE named like the checkpoint if there is one, else the checkpoint's own
+VAE_NONE = "None"  # always the checkpoint's own (baked-in) VAE
+
+
 @dataclass(frozen=True)
 class Limits:
     """Server-side bounds; flags can lower or raise them, requests can never exceed them."""
@@ -100,6 +104,7 @@ class GenerationRequest(BaseModel):
     n_iter: int = 1
     clip_skip: int = 1
     checkpoint: str | None = None
+    vae: str = VAE_AUTOMATIC  # A1111's sd_vae: Automatic, None (the checkpoint's own) or a file in models/VAE
     # img2img / inpaint
     init_image: Image.Image | None = None
     denoising_strength: float = 0.75

@@ -130,6 +130,8 @@ class Engine:
         # 1. Resolve the request against what is on disk and load or reuse the weights.
         model = self.weights.use(request.checkpoint)
         self._own(model)  # release the previous model's pipelines now, even if this job fails early
+        vae = self.weights.vaes.resolve(request.vae, model.info)
+        self.weights.vaes.apply(model, vae)  # in place: the pipelines keep their VAE module
         sampler_name, schedule = schedule_label(request.sampler_name, request.scheduler)
         base_seed = random.randint(0, SEED_MAX) if request.seed == -1 else request.seed
         seeds = [base_seed + i for i in range(request.batch_size * request.n_iter)]
@@ -174,6 +176,8 @@ class Engine:
                     schedule=schedule,
                     model_name=model.info.model_name,
                     model_hash=model.info.shorthash,
+                    vae_name=vae.name if vae else None,
+                    vae_hash=vae.shorthash if vae else None,
                 )
                 yield GeneratedImage(image=image, seed=seed, infotext=infotext)
 

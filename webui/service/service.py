@@ -65,6 +65,7 @@ class GenerationService:
         request.check_limits(self.settings.limits)
         if request.checkpoint:
             self.engine.weights.checkpoints.get(request.checkpoint)  # unknown name: ModelNotFound now, not later
+        self.engine.weights.vaes.check(request.vae)
         job = Job(request=request, run=self._run_generation, owner=owner)
         return self._enqueue(job)
 

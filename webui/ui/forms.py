@@ -20,6 +20,7 @@ from webui.outputs.infotext import parse_infotext, request_fields_from_infotext
 from webui.types import (
     MASKED_CONTENT_LABELS,
     RESIZE_MODE_LABELS,
+    VAE_AUTOMATIC,
     GenerationRequest,
     MaskedContent,
     Mode,
@@ -72,6 +73,7 @@ def build_request(
     values: Mapping[str, Any],
     *,
     checkpoint: str | None = None,
+    vae: str | None = None,
     clip_skip: int = 1,
     save_images: bool = True,
 ) -> GenerationRequest:
@@ -90,6 +92,7 @@ def build_request(
         "cfg_scale": _number(values, "cfg_scale"),
         "seed": _integer(values, "seed", default=-1),
         "checkpoint": checkpoint or None,
+        "vae": vae or VAE_AUTOMATIC,
         "clip_skip": int(clip_skip or 1),
         "save_images": save_images,
     }

@@ -31,6 +31,7 @@ class TopBar:
     """The widgets above the tabs that every generation reads."""
 
     checkpoint: gr.Dropdown
+    vae: gr.Dropdown
     clip_skip: gr.Slider
 
 
@@ -177,13 +178,16 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) ->
     names = list(widgets)
     assert set(names) == set(forms.fields_for(mode)), names
 
-    def run(request: gr.Request, checkpoint: str | None, clip_skip: float, *values: Any) -> Iterator[tuple[Any, ...]]:
+    def run(
+        request: gr.Request, checkpoint: str | None, vae: str | None, clip_skip: float, *values: Any
+    ) -> Iterator[tuple[Any, ...]]:
         keep = gr.update()
         try:
             req = forms.build_request(
                 mode,
                 dict(zip(names, values, strict=True)),
                 checkpoint=checkpoint,
+                vae=vae,
                 clip_skip=int(clip_skip or 1),
                 save_images=service.preferences.current.save_images,
             )
@@ -214,7 +218,7 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) ->
         first = kept[0] if kept else (None, "")
         yield None, message_html(done, "info"), hidden, shown_images, first[1], _file_link(first[0]), kept, 0
 
-    inputs = [top.checkpoint, top.clip_skip, *widgets.values()]
+    inputs = [top.checkpoint, top.vae, top.clip_skip, *widgets.values()]
     outputs = [job_id, progress, preview, gallery, info, link, results, selected]
     # Gradio's own spinner would cover the progress bar that says more; previews show in their own image.
     generate.click(run, inputs=inputs, outputs=outputs, concurrency_limit=None, show_progress="hidden")

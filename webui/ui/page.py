@@ -15,6 +15,7 @@ import gradio as gr
 
 from webui.errors import EaselError
 from webui.service.service import GenerationService
+from webui.types import VAE_AUTOMATIC as AUTOMATIC
 from webui.types import Mode
 from webui.ui import forms
 from webui.ui.generate_tab import GenerationTab, TopBar, build_generation_tab, selected_image
@@ -58,6 +59,7 @@ PAGE_JS = """
 
 def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] = ()) -> gr.Blocks:
     checkpoints = service.engine.weights.checkpoints
+    vaes = service.engine.weights.vaes
 
     def checkpoint_titles() -> list[tuple[str, str]]:
         """(label, value) pairs: the label is A1111's title (it gains the hash once known) and says which file came
@@ -71,9 +73,12 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
                 elem_id="setting_checkpoint",
             )  # fmt: skip
             refresh = gr.Button("🔄", scale=0, min_width=48, elem_id="refresh_checkpoints")
+            vae = gr.Dropdown(
+                choices=vaes.choices(), value=AUTOMATIC, label="SD VAE", scale=2, elem_id="setting_sd_vae",
+            )  # fmt: skip
             clip_skip = gr.Slider(1, 12, value=1, step=1, label="Clip skip", scale=2, elem_id="setting_clip_skip")
         model_status = gr.HTML("", elem_id="checkpoint_status")
-        top = TopBar(checkpoint=checkpoint, clip_skip=clip_skip)
+        top = TopBar(checkpoint=checkpoint, vae=vae, clip_skip=clip_skip)
 
         tabs_by_mode: dict[Mode, GenerationTab] = {}
         with gr.Tabs(elem_id="tabs") as tabs:
@@ -131,6 +136,11 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
         history_tab_item.select(history.first_page, inputs=history.filters, outputs=history.outputs)
 
         # -- models --------------------------------------------------------------------------------------
+        def rescan_vaes(current: str | None) -> Any:
+            """After a rescan, keep the chosen VAE if its file is still there, else fall back to Automatic."""
+            choices = vaes.choices()
+            return gr.update(choices=choices, value=current if current in choices else AUTOMATIC)
+
         def rescan(current: str | None) -> Any:
             service.engine.weights.refresh()
             try:  # an old title (before its hash was known) still finds its model
@@ -167,6 +177,7 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
             negative = service.preferences.current.default_negative_prompt
             return (
                 chosen,
+                rescan_vaes(AUTOMATIC),
                 *model_defaults(chosen["value"], with_preferences=True),
                 *(negative for _ in negatives),
                 *settings_tab.current_values(),
@@ -196,10 +207,15 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
             else:
                 yield message_html(str(job.error or job.progress.message), "error"), keep
 
-        refresh.click(rescan, inputs=[checkpoint], outputs=[checkpoint])
+        def refresh_lists(current: str | None, chosen_vae: str | None) -> tuple[Any, Any]:
+            return rescan(current), rescan_vaes(chosen_vae)
+
+        refresh.click(refresh_lists, inputs=[checkpoint, vae], outputs=[checkpoint, vae])
         checkpoint.input(lambda title: model_defaults(title, False), inputs=[checkpoint], outputs=model_fields)
         checkpoint.input(switch, inputs=[checkpoint], outputs=[model_status, checkpoint], show_progress="hidden")
-        page.load(on_load, inputs=[checkpoint], outputs=[checkpoint, *model_fields, *negatives, *settings_tab.widgets])
+        page.load(
+            on_load, inputs=[checkpoint], outputs=[checkpoint, vae, *model_fields, *negatives, *settings_tab.widgets]
+        )
     return page
 
 

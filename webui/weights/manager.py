@@ -22,6 +22,7 @@ from webui.weights import formats, loader, model_defaults
 from webui.weights.detect import Architecture
 from webui.weights.hashing import HashCache
 from webui.weights.registry import CheckpointInfo, ModelRegistry
+from webui.weights.vae import VaeChooser
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ class ActiveModel:
     components: dict[str, Any]
     load_seconds: float
     metadata: dict[str, str] = field(default_factory=dict)  # the file's safetensors metadata (empty otherwise)
+    vae_info: CheckpointInfo | None = None  # the external VAE now in ``components["vae"]``; None: the baked-in one
+    baked_vae: dict[str, torch.Tensor] | None = None  # the checkpoint's own VAE weights (CPU), once replaced
 
     @property
     def scheduler_config(self) -> dict[str, Any]:
@@ -50,12 +53,15 @@ class WeightsManager:
         self.checkpoints = ModelRegistry(
             settings.checkpoints_path, self.hash_cache, label="checkpoint", builtins=builtins
         )
+        self.vaes = VaeChooser(settings.vae_path, self.hash_cache)
         self.active: ActiveModel | None = None
         # Models used before, parked in RAM (most recent last), so switching back skips the load.
         self._parked: OrderedDict[Path, ActiveModel] = OrderedDict()
 
     def refresh(self) -> list[CheckpointInfo]:
+        """Rescan the checkpoint and VAE folders (the UI's refresh button does both, as A1111's does)."""
         self.checkpoints.refresh()
+        self.vaes.registry.refresh()
         return self.checkpoints.list()
 
     def default_checkpoint(self) -> CheckpointInfo:
