@@ -22,6 +22,9 @@ class _Registry:
     def get(self, query: str) -> str:
         return query
 
+    def check(self, choice: str) -> None:
+        """The VAE chooser's name check: every name is fine here."""
+
 
 @dataclass
 class FakeEngine:
@@ -33,7 +36,7 @@ class FakeEngine:
     runs: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.weights = SimpleNamespace(checkpoints=_Registry())
+        self.weights = SimpleNamespace(checkpoints=_Registry(), vaes=_Registry())
 
     def generate(self, request, on_step=None, notes=None):
         self.runs.append(request.prompt)
@@ -258,3 +261,18 @@ def test_the_token_counter_counts_like_a1111_in_chunks_of_75(tmp_path):
     assert service.count_tokens("a red circle") == (3, 75)
     count, limit = service.count_tokens(", ".join(["red circle"] * 30))  # 2 words + comma, 30 times
     assert (count, limit) == (89, 150)
+
+
+def test_an_interrupted_batch_keeps_the_images_it_finished_in_its_result(tmp_path):
+    service = _service(tmp_path, FakeEngine(step_delay=0.02))
+    job = service.submit(_req(steps=20, n_iter=3, prompt="batch"))
+    for progress in job.updates(timeout=10):
+        if progress.image_index == 1 and progress.step >= 2:
+            service.cancel(job.id)
+            break
+    with pytest.raises(JobCancelled):
+        job.wait(10)
+    (kept,) = job.result.images  # the first image of three, finished before the interrupt
+    assert kept.seed == 5 and kept.path is not None and kept.path.is_file()
+    assert sorted((tmp_path / "out").rglob("*.png")) == [kept.path]
+    service.stop()

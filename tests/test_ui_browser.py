@@ -278,6 +278,24 @@ def test_interrupt_stops_a_long_job_within_seconds(ui: Page, server: Server) -> 
     _expect_done(ui, server, before, seed=9)
 
 
+def test_interrupting_a_batch_keeps_and_shows_the_images_already_finished(ui: Page, server: Server) -> None:
+    _small_job(ui, seed=31)
+    _set_number(ui, "txt2img_steps", 150)
+    _set_number(ui, "txt2img_batch_count", 3)
+    before = server.pngs()
+    ui.locator("#txt2img_generate").click()
+    progress = ui.locator("#txt2img_progress")
+    expect(progress).to_contain_text(re.compile(r"image 2/3, step \d+/150"), timeout=60_000)
+    ui.locator("#txt2img_interrupt").click()
+    expect(progress).to_contain_text("Interrupted", timeout=15_000)
+    expect(progress).to_contain_text("The 1 image(s) finished before it are saved and shown.")
+    (saved,) = server.pngs() - before
+    assert saved.name.endswith("-31.png")
+    expect(ui.locator("#txt2img_gallery img")).to_have_count(1)
+    expect(ui.locator("#txt2img_info textarea")).to_have_value(re.compile(r"Steps: 150,.*Seed: 31,"))
+    expect(ui.locator("#txt2img_file_link a")).to_have_text(re.compile(re.escape(saved.name)))
+
+
 def test_two_users_each_see_their_own_job_and_cannot_stop_the_other(
     ui: Page, server: Server, chromium: Browser
 ) -> None:

@@ -26,6 +26,7 @@ from webui.pipeline import imageops
 from webui.pipeline.device import DeviceConfig
 from webui.pipeline.preview import PreviewProjection, cheap_preview
 from webui.pipeline.schedulers import build_scheduler, schedule_label
+from webui.pipeline.taesd import TaesdPreviews
 from webui.types import SEED_MAX, GeneratedImage, GenerationRequest, MaskedContent, Mode
 from webui.weights.manager import ActiveModel, WeightsManager
 
@@ -81,10 +82,18 @@ class _Prepared:
 
 
 class Engine:
-    def __init__(self, device: DeviceConfig, weights: WeightsManager, *, vae_tiling: str = "auto") -> None:
+    def __init__(
+        self,
+        device: DeviceConfig,
+        weights: WeightsManager,
+        *,
+        vae_tiling: str = "auto",
+        previews: TaesdPreviews | None = None,
+    ) -> None:
         self.device = device
         self.weights = weights
         self.vae_tiling = vae_tiling
+        self.previews = previews
         self._pipelines: dict[Mode, Any] = {}
         self._pipelines_model: ActiveModel | None = None  # a reference, not an id: ids are reused after free
 
@@ -301,8 +310,7 @@ class Engine:
         iteration: int,
         iterations: int,
     ) -> Callable[..., dict[str, Any]]:
-        family = model.arch.family
-        projection = PreviewProjection.from_metadata(model.metadata)
+        preview = self._previewer(model)
 
         def callback(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             if on_step is not None:
@@ -314,12 +322,34 @@ class Engine:
                         total_steps=pipe.num_timesteps,
                         iteration=iteration,
                         iterations=iterations,
-                        preview=lambda: cheap_preview(latents, family, projection, scale),
+                        preview=lambda: preview(latents, scale),
                     )
                 )
             return {}
 
         return callback
+
+    def _previewer(self, model: ActiveModel) -> Callable[[torch.Tensor, int], Image.Image]:
+        """How this model's previews are drawn: its own fitted projection (the demo model), else TAESD when its
+        decoder is in ``models/VAE-approx``, else the cheap SD projection. A TAESD failure falls back for good."""
+        family = model.arch.family
+        projection = PreviewProjection.from_metadata(model.metadata)
+        taesd = None
+        if projection is None and self.previews is not None:
+            taesd = self.previews.decoder_for(family)
+        failed: list[bool] = []
+
+        def draw(latents: torch.Tensor, scale: int) -> Image.Image:
+            if taesd is not None and not failed and latents.shape[1] == 4:
+                try:
+                    assert self.previews is not None
+                    return self.previews.preview(taesd, latents)
+                except RuntimeError as exc:
+                    log.warning("TAESD preview failed (%s); using the cheap preview for this job", exc)
+                    failed.append(True)
+            return cheap_preview(latents, family, projection, scale)
+
+        return draw
 
     def _decode(self, pipe: Any, model: ActiveModel, latents: torch.Tensor, notes: list[str]) -> list[Image.Image]:
         """Decode latents to images; a VAE that yields NaN in half precision is re-run in fp32, never saved black."""

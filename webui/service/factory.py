@@ -26,6 +26,7 @@ def create_service(settings: Settings, *, start: bool = True) -> GenerationServi
     # Heavy imports happen here, at composition time, never at module import.
     from webui.pipeline.device import choose
     from webui.pipeline.engine import Engine
+    from webui.pipeline.taesd import TaesdPreviews
     from webui.weights.manager import WeightsManager
 
     settings.outputs_dir.mkdir(parents=True, exist_ok=True)
@@ -35,7 +36,8 @@ def create_service(settings: Settings, *, start: bool = True) -> GenerationServi
     device = choose(settings)
     weights = WeightsManager(settings, device)
     weights.refresh()
-    engine = Engine(device, weights, vae_tiling=settings.vae_tiling)
+    previews = TaesdPreviews(settings.vae_approx_path, device.device, device.dtype)
+    engine = Engine(device, weights, vae_tiling=settings.vae_tiling, previews=previews)
     service = GenerationService(settings, engine)
     # History catches up with files saved while Easel was not running (or an index that was deleted) in the
     # background: reading 10,000 PNGs' text takes a while, and nothing needs it before the History tab opens.

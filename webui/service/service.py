@@ -210,6 +210,9 @@ class GenerationService:
         assert request is not None
         started = time.perf_counter()
         result = GenerationResult(job_id=job.id, request=request, images=[])
+        # Published at once and filled as images are saved: an interrupted or failed job still hands over the
+        # images it finished (they are on disk and in History already).
+        job.result = result
         images_total = request.n_iter
         clock: list[float] = []  # (time, steps done) at the first step: the ETA leaves model loading out
 

@@ -202,21 +202,28 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) ->
             if event.state in ("queued", "running"):
                 yield job.id, progress_html(event), shown, keep, keep, keep, keep, keep
         hidden = gr.update(visible=False)
-        if job.state == "failed":
-            yield None, message_html(str(job.error), "error"), hidden, keep, keep, keep, keep, keep
-            return
-        if job.state == "cancelled":
-            text = "Interrupted: the unfinished image was not saved." if job.started else "Cancelled before it started."
-            yield None, message_html(text, "info"), hidden, keep, keep, keep, keep, keep
-            return
         result = job.result
+        saved = result.images if result is not None else []
+        if job.state == "done":
+            message = f"Done in {result.seconds:.1f} s: {len(saved)} image(s)"
+            message += "".join(f"; {note}" for note in result.notes)
+            kind = "info"
+        elif job.state == "failed":
+            message, kind = str(job.error), "error"
+        elif job.started:
+            message, kind = "Interrupted: the unfinished image was not saved.", "info"
+        else:
+            message, kind = "Cancelled before it started.", "info"
+        if job.state != "done" and saved:
+            message += f" The {len(saved)} image(s) finished before it are saved and shown."
+        if not saved and job.state != "done":  # nothing new: the last results stay on screen
+            yield None, message_html(message, kind), hidden, keep, keep, keep, keep, keep
+            return
         # Saved files are shown as themselves, so a download keeps its PNG infotext (not a re-encoded copy).
-        shown_images = [(str(i.path), i.path.name) if i.path else (i.image, f"seed {i.seed}") for i in result.images]
-        done = f"Done in {result.seconds:.1f} s: {len(result.images)} image(s)"
-        done += "".join(f"; {note}" for note in result.notes)
-        kept = [(str(i.path) if i.path else None, i.infotext) for i in result.images]
+        shown_images = [(str(i.path), i.path.name) if i.path else (i.image, f"seed {i.seed}") for i in saved]
+        kept = [(str(i.path) if i.path else None, i.infotext) for i in saved]
         first = kept[0] if kept else (None, "")
-        yield None, message_html(done, "info"), hidden, shown_images, first[1], _file_link(first[0]), kept, 0
+        yield None, message_html(message, kind), hidden, shown_images, first[1], _file_link(first[0]), kept, 0
 
     inputs = [top.checkpoint, top.vae, top.clip_skip, *widgets.values()]
     outputs = [job_id, progress, preview, gallery, info, link, results, selected]
