@@ -296,6 +296,28 @@ def test_interrupting_a_batch_keeps_and_shows_the_images_already_finished(ui: Pa
     expect(ui.locator("#txt2img_file_link a")).to_have_text(re.compile(re.escape(saved.name)))
 
 
+def test_send_to_buttons_carry_the_selected_image_to_img2img_inpaint_and_controlnet(ui: Page, server: Server) -> None:
+    _small_job(ui, seed=41)
+    before = server.pngs()
+    ui.locator("#txt2img_generate").click()
+    _expect_done(ui, server, before, seed=41)
+    tab = ui.get_by_role("tab", name="ControlNet", exact=True)
+    ui.locator("#txt2img_send_to_controlnet").click()
+    expect(tab).to_have_attribute("aria-selected", "true")
+    expect(ui.locator("#controlnet_image img")).to_be_visible()
+    _shot(ui, "controlnet")
+    _open_tab(ui, "txt2img")
+    ui.locator("#txt2img_send_to_img2img").click()
+    expect(ui.get_by_role("tab", name="img2img", exact=True)).to_have_attribute("aria-selected", "true")
+    expect(ui.locator("#img2img_image img")).to_be_visible()
+    _open_tab(ui, "txt2img")
+    ui.locator("#txt2img_send_to_inpaint").click()
+    expect(ui.get_by_role("tab", name="Inpaint", exact=True)).to_have_attribute("aria-selected", "true")
+    expect(ui.locator("#inpaint_editor canvas").first).to_be_visible()
+    # The image arrived: the editor's upload prompt is gone.
+    expect(ui.locator("#inpaint_editor").get_by_text("Upload an image")).to_have_count(0)
+
+
 def test_two_users_each_see_their_own_job_and_cannot_stop_the_other(
     ui: Page, server: Server, chromium: Browser
 ) -> None:
