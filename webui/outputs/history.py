@@ -2,7 +2,9 @@
 
 The PNG files are the truth and the index is a cache of what their infotext says. ``sync`` reconciles the
 two (new files are read, rows whose file is gone are dropped, a corrupt index is set aside and rebuilt), and
-``page`` checks the files of the rows it returns, so a deleted file never shows as a broken tile.
+``page`` checks the files of the rows it returns, so a deleted file never shows as a broken tile. The gallery shows
+thumbnails from ``thumbnails.Thumbnails`` (in the hidden ``.thumbnails`` folder, which the scan skips); deleting
+an image or dropping a vanished one removes its thumbnail too.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from PIL import Image
 
 from webui.outputs.infotext import parse_infotext, read_infotext
 from webui.outputs.saving import IMAGE_SUFFIXES
+from webui.outputs.thumbnails import Thumbnails
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,7 @@ class HistoryIndex:
     def __init__(self, outputs_root: Path) -> None:
         self.root = Path(outputs_root).resolve()
         self.path = self.root / INDEX_NAME
+        self.thumbnails = Thumbnails(self.root)
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._fresh = False
@@ -180,6 +184,7 @@ class HistoryIndex:
                 f"INSERT OR REPLACE INTO images ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
                 _row(self.root, entry, stat.st_mtime),
             )
+        self.thumbnails.make_later(path)  # ready before History is opened; the saving job does not wait
         return entry
 
     def delete(self, path: Path) -> bool:
@@ -195,6 +200,7 @@ class HistoryIndex:
             path.unlink()
         with self._db() as db:
             db.execute("DELETE FROM images WHERE path = ?", (relative,))
+        self._drop_thumbnails([path])
         return True
 
     # -- reading -------------------------------------------------------------------------------------
@@ -270,13 +276,30 @@ class HistoryIndex:
                 f"INSERT OR REPLACE INTO images ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
                 rows,
             )
+        self._drop_thumbnails(self.root / rel for rel in gone)
         if rows or gone:
             log.info("history index: %d image(s) added, %d removed", len(rows), len(gone))
         return SyncReport(len(rows), len(gone), rebuilt)
 
+    def warm_thumbnails(self, count: int = 108) -> int:
+        """Make the missing thumbnails of the newest ``count`` images (History's first three pages), so opening
+        History after a start-up, an upgrade or an import does not wait for them; returns how many were made.
+        Meant for the start-up thread, after ``sync``."""
+        return self.thumbnails.warm(e.path for e in self.page(0, count).entries)
+
     def _forget(self, entries: Iterable[HistoryEntry]) -> None:
+        entries = list(entries)
         with self._db() as db:
             db.executemany("DELETE FROM images WHERE path = ?", [(self._relative(e.path),) for e in entries])
+        self._drop_thumbnails(e.path for e in entries)
+
+    def _drop_thumbnails(self, paths: Iterable[Path]) -> None:
+        """Thumbnails of images that are gone; a thumbnail that cannot be removed is only a few KB of litter."""
+        for path in paths:
+            try:
+                self.thumbnails.remove(path)
+            except OSError as exc:
+                log.warning("history: cannot remove the thumbnail of %s (%s)", path, exc)
 
     def _relative(self, path: Path) -> str | None:
         try:
@@ -287,7 +310,8 @@ class HistoryIndex:
 
 def _scan(root: Path) -> Iterator[tuple[str, float]]:
     """(relative path, mtime) of every finished image below the data folder, whatever folders the settings
-    named over time (temp files and the index's own files are hidden or not images)."""
+    named over time (temp files and the index's own files are hidden or not images). Hidden folders are skipped,
+    which keeps the thumbnails (``.thumbnails/``, JPEG and WebP files) out of the index."""
     for dirpath, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:

@@ -51,5 +51,6 @@ def create_service(settings: Settings, *, start: bool = True) -> GenerationServi
 def _sync_history(service: GenerationService) -> None:
     try:
         service.history.sync()
+        service.history.warm_thumbnails()  # the first pages' tiles, so History opens without making them
     except Exception:
         log.warning("could not bring the history index up to date", exc_info=True)

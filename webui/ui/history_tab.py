@@ -1,19 +1,25 @@
 """The History tab: every saved image, newest first, with search, filters, parameters, reuse and delete.
 
 It reads the service's history index one page at a time, so opening it costs the same with ten images or ten
-thousand; files that vanished are dropped by the index before a page is shown, never drawn as broken tiles.
+thousand; files that vanished are dropped by the index before a page is shown, never drawn as broken tiles. The
+gallery shows thumbnails (``webui/outputs/thumbnails.py``: 256 px, made once and cached under
+``outputs/.thumbnails``), so a page sends under a megabyte however big the images are; the parameters, the file
+name and the file link of a selected tile are the full image's.
 """
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import gradio as gr
 
 from webui.errors import InvalidRequest
-from webui.outputs.history import HistoryPage
+from webui.outputs.history import HistoryEntry, HistoryIndex, HistoryPage
 from webui.service.service import GenerationService
 from webui.ui.progress import message_html
 
@@ -61,6 +67,30 @@ def query(
     )
 
 
+def gallery_tiles(
+    history: HistoryIndex, entries: list[HistoryEntry]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The gallery's (thumbnail, caption) tiles and, index for index, the (full image, infotext) a selection shows.
+
+    Thumbnails missing from the cache are made now (in parallel); an image that cannot be decoded has none and gets
+    no tile, like a missing file, rather than a broken one."""
+    tiles: list[tuple[str, str]] = []
+    kept: list[tuple[str, str]] = []
+    for entry, thumb in zip(entries, history.thumbnails.many([e.path for e in entries]), strict=True):
+        if thumb is not None:
+            tiles.append((str(thumb), caption(entry.prompt)))
+            kept.append((str(entry.path), entry.infotext))
+    return tiles, kept
+
+
+def file_link(path: str | None) -> str:
+    """A link that opens (or downloads) the full image, served from the outputs folder, never the thumbnail."""
+    if not path:
+        return ""
+    name = html.escape(Path(path).name)
+    return f'<a href="/gradio_api/file={quote(path)}" target="_blank" download="{name}">📄 {name}</a>'
+
+
 def caption(prompt: str, limit: int = 60) -> str:
     prompt = " ".join(prompt.split())
     return prompt if len(prompt) <= limit else prompt[: limit - 1] + "…"
@@ -82,19 +112,22 @@ def build_history_tab(service: GenerationService) -> HistoryTab:
         following = gr.Button("Older ▶", size="sm", elem_id="history_next", scale=0, min_width=120)
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
+            # No download/fullscreen buttons: they would act on the thumbnails; the file link gives the full image.
+            # Six columns even for a short page, so a 256 px thumbnail is never stretched across the whole gallery.
             gallery = gr.Gallery(
                 label="History", columns=6, height=640, elem_id="history_gallery", object_fit="contain",
-                allow_preview=False,
+                allow_preview=False, buttons=[], fit_columns=False,
             )  # fmt: skip
         with gr.Column(scale=2):
             info = gr.Textbox(label="Parameters", lines=8, interactive=False, elem_id="history_info")
             path_text = gr.Textbox(label="File", interactive=False, elem_id="history_file")
+            link = gr.HTML("", elem_id="history_file_link")
             with gr.Row():
                 reuse = gr.Button("♻️ Reuse parameters", elem_id="history_reuse", size="sm")
                 delete = gr.Button("🗑️ Delete", elem_id="history_delete", variant="stop", size="sm")
 
     page_state = gr.State(0)
-    entries_state = gr.State([])  # [(path, infotext)] of the page shown
+    entries_state = gr.State([])  # [(full image path, infotext)] of the tiles shown
     selected = gr.State(-1)
     filters = [search, model, mode, since, until]
 
@@ -102,11 +135,10 @@ def build_history_tab(service: GenerationService) -> HistoryTab:
         try:
             found = query(service, page, *values)
         except InvalidRequest as exc:
-            return (gr.update(), gr.update(), message_html(str(exc), "error"), page, gr.update(), -1, gr.update(), gr.update())  # fmt: skip
+            return (gr.update(), gr.update(), message_html(str(exc), "error"), page, gr.update(), -1, gr.update(), gr.update(), gr.update())  # fmt: skip
         if found.entries == [] and page > 0 and found.total:
             found = query(service, found.pages - 1, *values)  # past the end after deletions: show the last page
-        tiles = [(str(e.path), caption(e.prompt)) for e in found.entries]
-        kept = [(str(e.path), e.infotext) for e in found.entries]
+        tiles, kept = gallery_tiles(service.history, found.entries)
         text = f"{found.total} image(s) — page {found.page + 1} of {found.pages}" if found.total else "No images yet."
         models = [ALL, *service.history.models()]
         return (
@@ -118,9 +150,10 @@ def build_history_tab(service: GenerationService) -> HistoryTab:
             -1,
             "",
             "",
+            "",
         )
 
-    outputs = [gallery, model, status, page_state, entries_state, selected, info, path_text]
+    outputs = [gallery, model, status, page_state, entries_state, selected, info, path_text, link]
 
     def first_page(*values: Any) -> tuple[Any, ...]:
         return show(0, *values)
@@ -140,10 +173,10 @@ def build_history_tab(service: GenerationService) -> HistoryTab:
     def on_select(kept: list[tuple[str, str]], evt: gr.SelectData) -> tuple[Any, ...]:
         index = evt.index if isinstance(evt.index, int) and 0 <= evt.index < len(kept) else -1
         if index < 0:
-            return "", "", -1
-        return kept[index][1], kept[index][0], index
+            return "", "", "", -1
+        return kept[index][1], kept[index][0], file_link(kept[index][0]), index
 
-    gallery.select(on_select, inputs=[entries_state], outputs=[info, path_text, selected])
+    gallery.select(on_select, inputs=[entries_state], outputs=[info, path_text, link, selected])
 
     def remove(kept: list[tuple[str, str]], index: int, page: int, *values: Any) -> tuple[Any, ...]:
         problem = "Select an image first." if not 0 <= index < len(kept) else None
