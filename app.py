@@ -18,7 +18,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--listen", action="store_true", help="bind 0.0.0.0 (requires --auth)")
-    parser.add_argument("--auth", help="user:password required for the UI and the API")
+    parser.add_argument(
+        "--auth",
+        "--api-auth",
+        dest="auth",
+        help="user:password[,user2:password2]: HTTP Basic auth on everything served (page, API, files)",
+    )
+    parser.add_argument(
+        "--insecure-listen",
+        action="store_true",
+        help="allow binding beyond this machine without --auth (warns loudly; anyone who can reach it can use it)",
+    )
+    parser.add_argument("--max-body-mb", type=float, default=64, help="largest request body accepted (MB)")
+    parser.add_argument("--api", action="store_true", help="accepted for A1111 compatibility; the API is always on")
+    parser.add_argument("--nowebui", action="store_true", help="serve the API only, without the page")
     settings_mod.add_arguments(parser)
     return parser
 
@@ -33,25 +46,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     host = "0.0.0.0" if args.listen else args.host
-    if host not in ("127.0.0.1", "localhost", "::1") and not args.auth:
-        print("error: listening beyond this machine needs --auth user:password", file=sys.stderr)
-        return 2
-    auth = tuple(args.auth.split(":", 1)) if args.auth else None
+    from webui.api.server import parse_credentials
 
+    try:
+        users = parse_credentials(args.auth)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if host not in ("127.0.0.1", "localhost", "::1") and not users:
+        if not args.insecure_listen:
+            print(
+                "error: listening beyond this machine needs --auth user:password "
+                "(or --insecure-listen to serve without a password)",
+                file=sys.stderr,
+            )
+            return 2
+        logging.getLogger("easel").warning(
+            "!!! serving on %s WITHOUT authentication: anyone who can reach this port can generate, read your "
+            "outputs and change settings !!!",
+            host,
+        )
+
+    import uvicorn
+
+    from webui.api.server import build_app
     from webui.service.factory import create_service
-    from webui.ui.page import PAGE_CSS, PAGE_JS, build_ui
 
     service = create_service(settings_mod.from_args(args))
-    page = build_ui(service)
+    page = None
+    gradio_kwargs: dict[str, object] = {}
+    if not args.nowebui:
+        from webui.ui.page import PAGE_CSS, PAGE_JS, build_ui
+
+        page = build_ui(service).queue(default_concurrency_limit=None)
+        gradio_kwargs = {"allowed_paths": [str(service.settings.outputs_dir)], "css": PAGE_CSS, "js": PAGE_JS}
+    flags = {k: v for k, v in vars(args).items() if k != "auth"}  # no secrets in /sdapi/v1/cmd-flags
+    app = build_app(
+        service,
+        page=page,
+        users=users,
+        max_body_mb=args.max_body_mb,
+        flags={k: str(v) if not isinstance(v, (bool, int, float, type(None))) else v for k, v in flags.items()},
+        gradio_kwargs=gradio_kwargs,
+    )
+    print(f"Easel on http://{host}:{args.port}/ (API: /sdapi/v1, docs: /docs)", flush=True)
     try:
-        page.queue(default_concurrency_limit=None).launch(
-            server_name=host,
-            server_port=args.port,
-            auth=auth,
-            allowed_paths=[str(service.settings.outputs_dir)],
-            css=PAGE_CSS,
-            js=PAGE_JS,
-        )
+        uvicorn.run(app, host=host, port=args.port, log_level="warning")
     finally:
         service.stop()
     return 0

@@ -66,6 +66,12 @@ def decode_image(
         raise InvalidRequest(field, f"cannot convert image ({image.mode}): {exc}") from exc
 
 
+def open_base64_image(data: str, field: str, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """The image as sent, loaded but not converted, so its metadata (PNG text, EXIF) is still there to read."""
+    limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
+    return _open(_from_base64(data, field), field, limit)
+
+
 def encode_png_base64(image: Image.Image, infotext: str | None = None) -> str:
     """Base64 PNG (no ``data:`` prefix, as A1111's API returns), with the ``parameters`` chunk when given."""
     info = None

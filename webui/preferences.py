@@ -39,6 +39,9 @@ class Preferences(BaseModel):
     img2img_folder: str = "img2img-images"  # img2img and inpaint, as in A1111
     # live preview
     preview_every: int = Field(4, ge=0, le=100)  # steps between previews; 0 turns them off
+    # what API requests use when they do not say (A1111's options of the same meaning)
+    sd_vae: str = Field("Automatic", min_length=1, max_length=500)  # checked against models/VAE by the service
+    clip_skip: int = Field(1, ge=1, le=12)  # A1111's CLIP_stop_at_last_layers
     # form defaults for a model that states none
     default_steps: int = Field(20, ge=1, le=150)
     default_cfg_scale: float = Field(7.0, ge=1.0, le=30.0)
@@ -80,16 +83,20 @@ class PreferencesStore:
     def current(self) -> Preferences:
         return self._current
 
+    def check(self, **changes: Any) -> Preferences:
+        """The preferences ``changes`` would give; ``InvalidRequest`` names the first bad one. Nothing is saved."""
+        unknown = sorted(set(changes) - set(Preferences.model_fields))
+        if unknown:
+            raise InvalidRequest(unknown[0], f"is not a setting (known: {', '.join(Preferences.model_fields)})")
+        try:
+            return Preferences.model_validate({**self._current.model_dump(), **changes})
+        except ValidationError as exc:
+            raise describe_error(exc) from None
+
     def update(self, **changes: Any) -> Preferences:
         """Apply and save ``changes``; ``InvalidRequest`` names the first bad one and nothing is changed."""
         with self._lock:
-            unknown = sorted(set(changes) - set(Preferences.model_fields))
-            if unknown:
-                raise InvalidRequest(unknown[0], f"is not a setting (known: {', '.join(Preferences.model_fields)})")
-            try:
-                updated = Preferences.model_validate({**self._current.model_dump(), **changes})
-            except ValidationError as exc:
-                raise describe_error(exc) from None
+            updated = self.check(**changes)
             self._write(updated)
             self._current = updated
             return updated

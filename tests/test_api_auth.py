@@ -1,0 +1,115 @@
+"""One auth setting covers everything served: every route in the app's table (the API's, the page's, Gradio's own,
+file routes) answers 401 without credentials, and works with them. The table is enumerated, so a route added
+later is covered by this test without editing it."""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from webui.api.server import build_app, parse_credentials
+from webui.service.factory import create_service
+from webui.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+USERS = {"alice": "wonder land", "bob": "b0b:with:colons"}
+
+
+def _header(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    from webui.ui.page import build_ui
+
+    root = tmp_path_factory.mktemp("auth")
+    (root / "models" / "Stable-diffusion").mkdir(parents=True)
+    settings = Settings(models_dir=root / "models", outputs_dir=root / "outputs", demo_model=False)
+    service = create_service(settings, start=False)  # nothing here generates: no worker, no torch thread
+    page = build_ui(service).queue()
+    app = build_app(service, page=page, users=USERS, gradio_kwargs={"allowed_paths": [str(settings.outputs_dir)]})
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def _routes(routes: list, prefix: str = "") -> Iterator[tuple[str, str, str]]:
+    """(kind, method, concrete path) for every route, descending into mounted apps."""
+    for route in routes:
+        if hasattr(route, "original_router"):  # FastAPI 0.16x keeps an included router as one entry
+            yield from _routes(route.original_router.routes, prefix + route.include_context.prefix)
+        elif isinstance(route, Mount):
+            yield from _routes(route.routes, prefix + route.path)
+        elif isinstance(route, WebSocketRoute):
+            yield "ws", "GET", prefix + route.path
+        elif isinstance(route, Route):
+            path = re.sub(r"\{[^}:]+:path\}", "a/b.png", prefix + route.path)
+            path = re.sub(r"\{[^}]+\}", "x", path)
+            for method in sorted(route.methods or {"GET"}):
+                if method != "HEAD":
+                    yield "http", method, path or "/"
+
+
+def test_every_route_needs_credentials(client: TestClient) -> None:
+    table = list(_routes(client.app.app.routes))
+    paths = {path for _, _, path in table}
+    # The table really holds the API, the page and Gradio's routes (including file routes).
+    assert {"/sdapi/v1/txt2img", "/sdapi/v1/options", "/docs", "/openapi.json"} <= paths
+    assert any(p.startswith("/gradio_api/file=") or "/file=" in p for p in paths), sorted(paths)
+    assert any("upload" in p for p in paths) and "/" in paths
+    assert len(table) > 40, len(table)
+    for kind, method, path in table:
+        if kind == "ws":
+            with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect(path):
+                pass
+            assert closed.value.code == 1008, path
+            continue
+        response = client.request(method, path)
+        assert response.status_code == 401, (method, path, response.status_code)
+        assert response.headers["WWW-Authenticate"].startswith("Basic ")
+        wrong = client.request(method, path, headers=_header("alice", "wrong"))
+        assert wrong.status_code == 401, (method, path)
+
+
+def test_credentials_open_the_page_api_and_docs(client: TestClient) -> None:
+    for user, password in USERS.items():
+        headers = _header(user, password)
+        assert client.get("/", headers=headers).status_code == 200
+        assert client.get("/sdapi/v1/options", headers=headers).status_code == 200
+        assert client.get("/openapi.json", headers=headers).json()["paths"]["/sdapi/v1/txt2img"]
+    assert client.get("/", headers=_header("mallory", "wonder land")).status_code == 401  # a known password alone
+    assert client.get("/", headers={"Authorization": "Basic !!!"}).status_code == 401
+    assert client.get("/", headers={"Authorization": "Bearer abc"}).status_code == 401
+
+
+def test_credentials_parse_like_a1111s_flag() -> None:
+    assert parse_credentials("alice:wonder land,bob:b0b:with:colons") == USERS
+    assert parse_credentials(None) == {}
+    for bad in ("alice", "alice:", ":pw", "alice:pw,"):
+        with pytest.raises(ValueError, match="user:password"):
+            parse_credentials(bad)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--listen"], "needs --auth"),
+        (["--host", "0.0.0.0"], "needs --auth"),
+        (["--auth", "nopassword"], "user:password"),
+    ],
+)
+def test_listening_beyond_loopback_without_auth_refuses_to_start(flags: list[str], message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "app.py", *flags], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 2 and message in done.stderr

@@ -1,0 +1,360 @@
+"""A1111's ``/sdapi/v1/*`` routes over the generation service, so existing clients work unchanged.
+
+Generation routes block until the job ends, as A1111's do, but run through the same queue as the UI: a client's
+job waits its turn instead of taking a global lock. An interrupted job answers 200 with the images it finished
+(A1111 does the same). Errors are JSON naming the field; the status codes are A1111's where it has one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from PIL import Image
+
+from webui import samplers
+from webui.api import a1111_requests as convert
+from webui.api.schemas import (
+    ExtraSingleImageBody,
+    ExtraSingleImageResponse,
+    GenerationResponse,
+    Img2ImgBody,
+    PngInfoBody,
+    PngInfoResponse,
+    ProgressResponse,
+    ProgressState,
+    SamplerItem,
+    SchedulerItem,
+    SdModelItem,
+    SdVaeItem,
+    Txt2ImgBody,
+    UpscalerItem,
+)
+from webui.errors import EaselError, InvalidRequest, JobCancelled
+from webui.images import decode_image, encode_png_base64, open_base64_image
+from webui.outputs.infotext import parse_infotext, read_infotext
+from webui.service.service import GenerationService
+from webui.types import Mode
+
+UPSCALERS = {"None": None, "Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}
+MAX_UPSCALED_SIDE = 8192
+# Options that map one-to-one onto a Settings-tab preference: A1111 name -> Easel preference.
+PREFERENCE_OPTIONS = {
+    "sd_vae": "sd_vae",
+    "CLIP_stop_at_last_layers": "clip_skip",
+    "show_progress_every_n_steps": "preview_every",
+    "samples_save": "save_images",
+    "samples_format": "output_format",
+    "jpeg_quality": "jpeg_quality",
+    "enable_pnginfo": "save_infotext",
+    "outdir_txt2img_samples": "txt2img_folder",
+    "outdir_img2img_samples": "img2img_folder",
+}
+
+
+def owner_of(request: Request) -> str | None:
+    """The authenticated user (set by the auth middleware), or None when auth is off."""
+    return getattr(request.state, "user", None)
+
+
+def build_router(service: GenerationService, flags: dict[str, Any]) -> APIRouter:
+    router = APIRouter(prefix="/sdapi/v1", tags=["A1111 compatible"])
+    weights = service.engine.weights
+
+    # -- generation --------------------------------------------------------------------------------------
+    def run(body: Txt2ImgBody, mode: Mode, request: Request) -> GenerationResponse:
+        gen = convert.build_request(body, mode, service.preferences.current)
+        job = service.submit(gen, owner=owner_of(request))
+        try:
+            result = job.wait()
+        except JobCancelled:
+            result = job.result  # the images finished before the interrupt, as A1111 returns them
+            if result is None:
+                raise
+        active = weights.active
+        name = active.info.model_name if active else ""
+        images = convert.encode_images(result) if body.send_images else []
+        return GenerationResponse(
+            images=images,
+            parameters=convert.echo_parameters(body),
+            info=convert.info_json(result, name, active.info.shorthash if active else None),
+        )
+
+    @router.post("/txt2img", response_model=GenerationResponse)
+    def txt2img(body: Txt2ImgBody, request: Request) -> GenerationResponse:
+        return run(body, Mode.TXT2IMG, request)
+
+    @router.post("/img2img", response_model=GenerationResponse)
+    def img2img(body: Img2ImgBody, request: Request) -> GenerationResponse:
+        return run(body, Mode.INPAINT if body.mask else Mode.IMG2IMG, request)
+
+    # -- progress and control ----------------------------------------------------------------------------
+    @router.get("/progress", response_model=ProgressResponse)
+    def progress(skip_current_image: bool = False) -> ProgressResponse:
+        job = service.current
+        if job is None:
+            return ProgressResponse(
+                progress=0.0, eta_relative=0.0, state=ProgressState(job_count=len(service.pending()))
+            )
+        p = job.progress
+        preview = None
+        if p.preview is not None and not skip_current_image:
+            preview = encode_png_base64(p.preview)
+        stamp = time.strftime("%Y%m%d%H%M%S", time.localtime(job.started or job.created))
+        state = ProgressState(
+            skipped=job.skip_requested(p.image_index),
+            interrupted=job.cancel_requested,
+            job=f"job {p.image_index + 1}/{max(p.image_count, 1)}" if p.image_count else "",
+            job_count=max(p.image_count, 1) + len(service.pending()),
+            job_timestamp=stamp,
+            job_no=p.image_index,
+            sampling_step=p.step,
+            sampling_steps=p.total_steps,
+        )
+        return ProgressResponse(
+            progress=p.fraction,
+            eta_relative=p.eta_seconds or 0.0,
+            state=state,
+            current_image=preview,
+            textinfo=p.message or None,
+        )
+
+    @router.post("/interrupt")
+    def interrupt(request: Request) -> dict[str, Any]:
+        """Stop the running job, as A1111 does; with auth on, only the caller's own job."""
+        job = service.current
+        if job is not None and job.request is not None:
+            with contextlib.suppress(PermissionError):
+                service.cancel(job.id, owner=owner_of(request)) if owner_of(request) else job.cancel()
+        return {}
+
+    @router.post("/skip")
+    def skip(request: Request) -> dict[str, Any]:
+        job = service.current
+        if job is not None and job.request is not None:
+            with contextlib.suppress(PermissionError):
+                service.skip(job.id, owner=owner_of(request)) if owner_of(request) else job.skip()
+        return {}
+
+    # -- options ------------------------------------------------------------------------------------------
+    def current_checkpoint_title() -> str | None:
+        if weights.active is not None:
+            return weights.active.info.title
+        default = service.default_checkpoint()
+        return default.title if default is not None else None
+
+    @router.get("/options")
+    def get_options() -> dict[str, Any]:
+        prefs = service.preferences.current
+        values: dict[str, Any] = {a1111: getattr(prefs, easel) for a1111, easel in PREFERENCE_OPTIONS.items()}
+        values["sd_model_checkpoint"] = current_checkpoint_title()
+        values["sd_checkpoint_hash"] = weights.active.info.sha256 if weights.active else None
+        values["live_previews_enable"] = prefs.preview_every > 0
+        values["quicksettings_list"] = ["sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers"]
+        return values
+
+    @router.post("/options")
+    def set_options(body: dict[str, Any], request: Request) -> dict[str, Any]:
+        """Set and persist options; an unknown checkpoint or VAE, or a bad value, is refused before anything
+        changes. Keys Easel does not have are ignored, as A1111 ignores unknown option names."""
+        changes: dict[str, Any] = {}
+        for a1111, easel in PREFERENCE_OPTIONS.items():
+            if a1111 in body:
+                changes[easel] = body[a1111]
+        if "sd_vae" in changes:
+            if not isinstance(changes["sd_vae"], str):
+                raise InvalidRequest("sd_vae", f"must be a VAE name, got {changes['sd_vae']!r}")
+            weights.vaes.check(changes["sd_vae"])
+        checkpoint = body.get("sd_model_checkpoint")
+        if checkpoint is not None:
+            if not isinstance(checkpoint, str):
+                raise InvalidRequest("sd_model_checkpoint", f"must be a checkpoint title, got {checkpoint!r}")
+            weights.checkpoints.get(checkpoint)
+        if changes:
+            try:
+                service.preferences.check(**changes)
+            except InvalidRequest as exc:  # name the option as the client sent it
+                names = {easel: a1111 for a1111, easel in PREFERENCE_OPTIONS.items()}
+                raise InvalidRequest(names.get(exc.field, exc.field), exc.message) from None
+        if checkpoint is not None:
+            service.load_checkpoint(checkpoint, owner=owner_of(request)).wait()
+        if changes:
+            service.update_preferences(**changes)
+        return {}
+
+    @router.get("/cmd-flags")
+    def cmd_flags() -> dict[str, Any]:
+        return flags
+
+    # -- lists --------------------------------------------------------------------------------------------
+    @router.get("/sd-models", response_model=list[SdModelItem])
+    def sd_models() -> list[SdModelItem]:
+        return [
+            SdModelItem(
+                title=c.title,
+                model_name=c.model_name,
+                hash=c.shorthash,
+                sha256=c.sha256,
+                filename=str(c.path),
+                config=None,
+            )
+            for c in weights.checkpoints.list()
+        ]
+
+    @router.get("/sd-vae", response_model=list[SdVaeItem])
+    def sd_vae() -> list[SdVaeItem]:
+        return [SdVaeItem(model_name=v.name, filename=str(v.path)) for v in weights.vaes.registry.list()]
+
+    @router.get("/samplers", response_model=list[SamplerItem])
+    def sampler_list() -> list[SamplerItem]:
+        return [
+            SamplerItem(
+                name=s.name,
+                aliases=list(s.aliases),
+                options={
+                    "scheduler": s.default_schedule,
+                    "second_order": s.second_order,
+                    "brownian_noise": s.stochastic,
+                },
+            )
+            for s in samplers.SAMPLERS
+        ]
+
+    @router.get("/schedulers", response_model=list[SchedulerItem])
+    def scheduler_list() -> list[SchedulerItem]:
+        return [
+            SchedulerItem(name=s.name, label=s.label, aliases=list(s.aliases) or None) for s in samplers.SCHEDULE_TYPES
+        ]
+
+    @router.get("/upscalers", response_model=list[UpscalerItem])
+    def upscalers() -> list[UpscalerItem]:
+        return [UpscalerItem(name=n, model_name=None, model_path=None, model_url=None, scale=4) for n in UPSCALERS]
+
+    @router.get("/loras")
+    def loras() -> list[dict[str, Any]]:
+        return []  # LoRA support comes with the networks work; until then none is usable, so none is listed
+
+    @router.get("/embeddings")
+    def embeddings() -> dict[str, Any]:
+        return {"loaded": {}, "skipped": {}}
+
+    @router.get("/scripts")
+    def scripts() -> dict[str, list[str]]:
+        return {"txt2img": [], "img2img": []}  # Easel has no A1111 scripts; extensions have their own API
+
+    @router.get("/script-info")
+    def script_info() -> list[dict[str, Any]]:
+        return []
+
+    @router.get("/prompt-styles")
+    def prompt_styles() -> list[dict[str, Any]]:
+        return []
+
+    @router.get("/extensions")
+    def extensions() -> list[dict[str, Any]]:
+        return []
+
+    @router.post("/refresh-checkpoints")
+    def refresh_checkpoints() -> dict[str, Any]:
+        weights.checkpoints.refresh()
+        return {}
+
+    @router.post("/refresh-vae")
+    def refresh_vae() -> dict[str, Any]:
+        weights.vaes.registry.refresh()
+        return {}
+
+    @router.post("/refresh-loras")
+    def refresh_loras() -> dict[str, Any]:
+        return {}
+
+    @router.post("/refresh-embeddings")
+    def refresh_embeddings() -> dict[str, Any]:
+        return {}
+
+    # -- images -------------------------------------------------------------------------------------------
+    @router.post("/png-info", response_model=PngInfoResponse)
+    def png_info(body: PngInfoBody) -> PngInfoResponse:
+        image = open_base64_image(body.image, "image")
+        text = read_infotext(image) or ""
+        items = {k: v for k, v in image.info.items() if isinstance(v, (str, int, float)) and k != "parameters"}
+        return PngInfoResponse(info=text, items=items, parameters=parse_infotext(text) if text else {})
+
+    @router.post("/extra-single-image", response_model=ExtraSingleImageResponse)
+    def extra_single_image(body: ExtraSingleImageBody) -> ExtraSingleImageResponse:
+        """Built-in upscalers only (Lanczos, Nearest); model upscalers come with the upscaling work."""
+        for field in ("upscaler_1", "upscaler_2"):
+            name = getattr(body, field)
+            if name not in UPSCALERS:
+                raise InvalidRequest(field, f"unknown upscaler '{name}' (allowed: {', '.join(UPSCALERS)})")
+        image = decode_image(body.image, "image")
+        if body.resize_mode == 0:
+            if not 1.0 <= body.upscaling_resize <= 8.0:
+                raise InvalidRequest("upscaling_resize", f"must be between 1 and 8, got {body.upscaling_resize:g}")
+            size = (round(image.width * body.upscaling_resize), round(image.height * body.upscaling_resize))
+        elif body.resize_mode == 1:
+            size = (body.upscaling_resize_w, body.upscaling_resize_h)
+        else:
+            raise InvalidRequest("resize_mode", f"must be 0 (scale by) or 1 (scale to), got {body.resize_mode}")
+        if not all(1 <= side <= MAX_UPSCALED_SIDE for side in size):
+            raise InvalidRequest(
+                "upscaling_resize", f"the result must be 1 to {MAX_UPSCALED_SIDE} px a side, got {size}"
+            )
+        method = UPSCALERS[body.upscaler_1]
+        if method is None:
+            out = image
+        elif body.resize_mode == 1 and body.upscaling_crop:
+            scale = max(size[0] / image.width, size[1] / image.height)
+            big = image.resize((round(image.width * scale), round(image.height * scale)), method)
+            left, top = (big.width - size[0]) // 2, (big.height - size[1]) // 2
+            out = big.crop((left, top, left + size[0], top + size[1]))
+        else:
+            out = image.resize(size, method)
+        return ExtraSingleImageResponse(image=encode_png_base64(out), html_info="")
+
+    @router.get("/memory")
+    def memory() -> dict[str, Any]:
+        import psutil
+
+        ram = psutil.virtual_memory()
+        data: dict[str, Any] = {"ram": {"free": ram.available, "used": ram.total - ram.available, "total": ram.total}}
+        device = service.engine.device.device
+        if device.type == "cuda":
+            import torch
+
+            free, total = torch.cuda.mem_get_info(device)
+            stats = torch.cuda.memory_stats(device)
+            data["cuda"] = {
+                "system": {"free": free, "used": total - free, "total": total},
+                "active": {"current": stats.get("active_bytes.all.current", 0), "peak": stats.get("active_bytes.all.peak", 0)},
+                "allocated": {"current": stats.get("allocated_bytes.all.current", 0), "peak": stats.get("allocated_bytes.all.peak", 0)},
+                "reserved": {"current": stats.get("reserved_bytes.all.current", 0), "peak": stats.get("reserved_bytes.all.peak", 0)},
+                "inactive": {"current": stats.get("inactive_split_bytes.all.current", 0), "peak": stats.get("inactive_split_bytes.all.peak", 0)},
+                "events": {"retries": stats.get("num_alloc_retries", 0), "oom": stats.get("num_ooms", 0)},
+            }  # fmt: skip
+        else:
+            data["cuda"] = {"error": f"no CUDA device in use ({device.type})"}
+        return data
+
+    return router
+
+
+def error_status(exc: EaselError) -> int:
+    """A1111's status codes where it has one: 400 unknown sampler, 422 unknown script or bad value."""
+    from webui.errors import ModelLoadError, ModelNotFound, QueueFull
+
+    if isinstance(exc, InvalidRequest):
+        return 400 if exc.field in ("sampler_name", "scheduler") else 422
+    if isinstance(exc, convert.ScriptNotFound):
+        return 422
+    if isinstance(exc, ModelNotFound):
+        return 404
+    if isinstance(exc, QueueFull):
+        return 503
+    if isinstance(exc, JobCancelled):
+        return 409
+    if isinstance(exc, ModelLoadError):
+        return 500
+    return 500

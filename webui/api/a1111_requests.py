@@ -1,0 +1,175 @@
+"""A1111 API bodies → Easel's ``GenerationRequest``, and Easel's results → A1111's response shapes.
+
+Kept apart from the routes so the mapping is testable without HTTP. Every refusal is an ``InvalidRequest`` (or
+``ScriptNotFound``) naming the A1111 field, so a client sees which of its fields Easel cannot honour.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from webui import __version__, samplers
+from webui.api.schemas import Img2ImgBody, Txt2ImgBody
+from webui.errors import EaselError, InvalidRequest
+from webui.images import decode_image, encode_png_base64
+from webui.outputs.infotext import parse_infotext, request_fields_from_infotext
+from webui.preferences import Preferences
+from webui.types import GenerationRequest, GenerationResult, MaskedContent, Mode
+
+# override_settings / options keys that shape one generation, and the request field each sets.
+REQUEST_OPTIONS = {
+    "sd_model_checkpoint": "checkpoint",
+    "sd_vae": "vae",
+    "CLIP_stop_at_last_layers": "clip_skip",
+}
+
+
+class ScriptNotFound(EaselError):
+    """A ``script_name`` or ``alwayson_scripts`` entry that Easel does not have (A1111 answers 422)."""
+
+    def __init__(self, field: str, name: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: script '{name}' not found (Easel has no scripts of that name)")
+
+
+def _refuse_unsupported(body: Txt2ImgBody) -> None:
+    """Fields whose non-default values ask for features Easel does not have yet; refused, never ignored."""
+    if body.enable_hr:
+        raise InvalidRequest("enable_hr", "hires fix is not available yet in Easel; send enable_hr=false")
+    if body.restore_faces:
+        raise InvalidRequest("restore_faces", "face restoration is not available in Easel; send false")
+    if body.tiling:
+        raise InvalidRequest("tiling", "tiling is not available in Easel; send false")
+    if body.subseed_strength:
+        raise InvalidRequest("subseed_strength", "variation seeds are not available yet in Easel; send 0")
+    if body.styles:
+        raise InvalidRequest("styles", f"unknown style(s) {body.styles!r}: Easel has no saved prompt styles yet")
+    if body.script_name:
+        raise ScriptNotFound("script_name", body.script_name)
+    for name in body.alwayson_scripts or {}:
+        raise ScriptNotFound("alwayson_scripts", name)
+
+
+def _infotext_fields(body: Txt2ImgBody) -> dict[str, Any]:
+    """A1111 1.10's ``infotext``: its values fill the fields the body did not set explicitly."""
+    if not body.infotext:
+        return {}
+    fields = request_fields_from_infotext(parse_infotext(body.infotext))
+    explicit = body.model_fields_set
+    renamed = {"checkpoint": "override_settings"}
+    return {k: v for k, v in fields.items() if renamed.get(k, k) not in explicit}
+
+
+def build_request(body: Txt2ImgBody, mode: Mode, prefs: Preferences) -> GenerationRequest:
+    """The ``GenerationRequest`` an A1111 body describes; Easel's saved options fill what it leaves out."""
+    _refuse_unsupported(body)
+    overrides = body.override_settings or {}
+    fields: dict[str, Any] = {
+        "mode": mode,
+        "prompt": body.prompt,
+        "negative_prompt": body.negative_prompt,
+        "sampler_name": body.sampler_name or body.sampler_index or samplers.DEFAULT_SAMPLER,
+        "scheduler": body.scheduler or "Automatic",
+        "steps": body.steps,
+        "cfg_scale": body.cfg_scale,
+        "seed": body.seed,
+        "width": body.width,
+        "height": body.height,
+        "batch_size": body.batch_size,
+        "n_iter": body.n_iter,
+        "vae": prefs.sd_vae,
+        "clip_skip": prefs.clip_skip,
+        "save_images": body.save_images and not body.do_not_save_samples,
+    }
+    for option, name in REQUEST_OPTIONS.items():
+        if option in overrides:
+            fields[name] = overrides[option]
+    infotext = _infotext_fields(body)
+    fields.update(infotext)
+    if isinstance(body, Img2ImgBody):
+        _img2img_fields(body, fields, mode)
+    request = GenerationRequest.build(**fields)
+    return request
+
+
+def _img2img_fields(body: Img2ImgBody, fields: dict[str, Any], mode: Mode) -> None:
+    if not body.init_images:
+        raise InvalidRequest("init_images", "img2img needs at least one image (base64) in init_images")
+    fields["init_image"] = decode_image(body.init_images[0], "init_images")
+    fields["resize_mode"] = body.resize_mode
+    if body.denoising_strength is not None:
+        fields["denoising_strength"] = body.denoising_strength
+    if mode is Mode.INPAINT:
+        assert body.mask is not None
+        fields["mask"] = decode_image(body.mask, "mask", mode="L")
+        fields["mask_blur"] = body.mask_blur if body.mask_blur is not None else max(body.mask_blur_x, body.mask_blur_y)
+        if body.inpainting_fill not in {c.value for c in MaskedContent}:
+            raise InvalidRequest("inpainting_fill", f"must be 0, 1, 2 or 3, got {body.inpainting_fill}")
+        fields["inpainting_fill"] = body.inpainting_fill
+        fields["inpaint_full_res"] = body.inpaint_full_res
+        fields["inpaint_full_res_padding"] = body.inpaint_full_res_padding
+        if body.inpainting_mask_invert not in (0, 1):
+            raise InvalidRequest("inpainting_mask_invert", f"must be 0 or 1, got {body.inpainting_mask_invert}")
+        fields["inpainting_mask_invert"] = bool(body.inpainting_mask_invert)
+
+
+def echo_parameters(body: Txt2ImgBody) -> dict[str, Any]:
+    """The request as A1111 echoes it in ``parameters``: the images are left out unless asked for."""
+    data = body.model_dump()
+    if isinstance(body, Img2ImgBody) and not body.include_init_images:
+        data["init_images"] = None
+        data["mask"] = None
+    return data
+
+
+def info_json(result: GenerationResult, model_name: str, model_hash: str | None) -> str:
+    """A1111's ``info`` string (``Processed.js()``): the run's values, and one infotext per image."""
+    request = result.request
+    images = result.images
+    parsed = [parse_infotext(i.infotext) for i in images]
+    first = parsed[0] if parsed else {}
+    seeds = [i.seed for i in images]
+    info = {
+        "prompt": request.prompt,
+        "all_prompts": [request.prompt] * len(images),
+        "negative_prompt": request.negative_prompt,
+        "all_negative_prompts": [request.negative_prompt] * len(images),
+        "seed": seeds[0] if seeds else request.seed,
+        "all_seeds": seeds,
+        "subseed": -1,
+        "all_subseeds": [-1] * len(images),
+        "subseed_strength": 0,
+        "width": request.width,
+        "height": request.height,
+        "sampler_name": first.get("Sampler", request.sampler_name),
+        "scheduler": first.get("Schedule type", request.scheduler),
+        "cfg_scale": request.cfg_scale,
+        "steps": request.steps,
+        "batch_size": request.batch_size,
+        "restore_faces": False,
+        "face_restoration_model": None,
+        "sd_model_name": model_name,
+        "sd_model_hash": model_hash,
+        "sd_vae_name": first.get("VAE"),
+        "sd_vae_hash": first.get("VAE hash"),
+        "seed_resize_from_w": -1,
+        "seed_resize_from_h": -1,
+        "denoising_strength": request.denoising_strength if request.mode is not Mode.TXT2IMG else None,
+        "extra_generation_params": {},
+        "index_of_first_image": 0,
+        "infotexts": [i.infotext for i in images],
+        "styles": [],
+        "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime()),
+        "clip_skip": request.clip_skip,
+        "is_using_inpainting_conditioning": False,
+        "version": f"easel-{__version__}",
+        "notes": result.notes,
+    }
+    return json.dumps(info)
+
+
+def encode_images(result: GenerationResult) -> list[str]:
+    """Base64 PNGs with their ``parameters`` chunk, as A1111 returns them."""
+    return [encode_png_base64(i.image, i.infotext) for i in result.images]
