@@ -252,6 +252,26 @@ def test_progress_shows_the_running_job_with_a_preview_and_interrupt_stops_it(ap
     assert api.post("/txt2img", json=FAST).status_code == 200  # the queue is free
 
 
+def test_skip_drops_the_image_being_made_and_the_batch_goes_on(api: httpx.Client) -> None:
+    answers: list[httpx.Response] = []
+    body = {**FAST, "seed": 50, "steps": 150, "width": 256, "height": 256, "n_iter": 2}
+    worker = threading.Thread(target=lambda: answers.append(api.post("/txt2img", json=body)))
+    worker.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = api.get("/progress").json()["state"]
+        if state["job_no"] == 0 and state["sampling_step"] >= 2:
+            break
+        time.sleep(0.1)
+    assert api.post("/skip").json() == {}
+    worker.join(120)
+    (answer,) = answers
+    assert answer.status_code == 200, answer.text
+    info = json.loads(answer.json()["info"])
+    assert info["all_seeds"] == [51]  # the first image was skipped, the second made
+    assert "skipped image 1 of 2" in info["notes"]
+
+
 # -- bad input: 4xx JSON naming the field, and the server keeps working --------------------------------------
 def _bomb() -> str:
     """A valid 1 KB PNG that claims 100,000 x 100,000 pixels (10 GB decoded)."""

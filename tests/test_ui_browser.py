@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,9 +64,15 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path) -> Non
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"app.py exited with {process.returncode} before serving:\n{log.read_text()[-4000:]}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
-            if response.status == 200:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:  # up, behind --auth
                 return
+        except OSError:
+            pass
         time.sleep(0.25)
     pytest.fail(f"app.py did not answer on {url} within {START_TIMEOUT:.0f} s:\n{log.read_text()[-4000:]}")
 

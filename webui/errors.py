@@ -22,6 +22,13 @@ class InvalidRequest(EaselError, ValueError):
         super().__init__(f"{field}: {message}")
 
 
+class JobNotFound(InvalidRequest, LookupError):
+    """No job with that id (never existed, or finished long enough ago to be forgotten)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__("job_id", f"no job '{job_id}' (finished jobs are kept for a while, then forgotten)")
+
+
 class ModelNotFound(EaselError, LookupError):
     """A name (checkpoint, VAE, sampler...) that matches nothing on disk or in the known lists."""
 

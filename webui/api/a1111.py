@@ -343,8 +343,13 @@ def build_router(service: GenerationService, flags: dict[str, Any]) -> APIRouter
 
 def error_status(exc: EaselError) -> int:
     """A1111's status codes where it has one: 400 unknown sampler, 422 unknown script or bad value."""
-    from webui.errors import ModelLoadError, ModelNotFound, QueueFull
+    from webui.errors import JobNotFound, ModelLoadError, ModelNotFound, QueueFull
 
+    declared = getattr(exc, "http_status", None)
+    if isinstance(declared, int):
+        return declared
+    if isinstance(exc, JobNotFound):
+        return 404
     if isinstance(exc, InvalidRequest):
         return 400 if exc.field in ("sampler_name", "scheduler") else 422
     if isinstance(exc, convert.ScriptNotFound):

@@ -88,7 +88,8 @@ def build_request(body: Txt2ImgBody, mode: Mode, prefs: Preferences) -> Generati
             fields[name] = overrides[option]
     infotext = _infotext_fields(body)
     fields.update(infotext)
-    if isinstance(body, Img2ImgBody):
+    if mode is not Mode.TXT2IMG:
+        assert isinstance(body, Img2ImgBody)
         _img2img_fields(body, fields, mode)
     request = GenerationRequest.build(**fields)
     return request

@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from webui.api import a1111
+from webui.api import a1111, jobs
 from webui.errors import EaselError, InvalidRequest
 from webui.service.service import GenerationService
 
@@ -161,6 +161,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         err = InvalidRequest(field, message)
         return JSONResponse(error_body(err, 422), status_code=422)
 
+    async def forbidden(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": "Forbidden", "detail": str(exc), "errors": str(exc)}, status_code=403)
+
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         """A bug must not leak a traceback to the client; it goes to the log with the route that hit it."""
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
@@ -168,6 +171,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=500)
 
     app.add_exception_handler(EaselError, easel_error)
+    app.add_exception_handler(PermissionError, forbidden)
     app.add_exception_handler(Exception, unexpected)
     app.add_exception_handler(RequestValidationError, validation_error)
 
@@ -185,6 +189,7 @@ def build_app(
     app = FastAPI(title="Easel", version=_version(), docs_url="/docs", redoc_url=None)
     _install_error_handlers(app)
     app.include_router(a1111.build_router(service, flags or {}))
+    app.include_router(jobs.build_router(service))
     if page is not None:
         import gradio as gr
 

@@ -14,7 +14,14 @@ from collections import OrderedDict
 from functools import cache
 from typing import Any
 
-from webui.errors import EaselError, GenerationFailed, ImageSkipped, InvalidRequest, JobCancelled, QueueFull
+from webui.errors import (
+    EaselError,
+    GenerationFailed,
+    ImageSkipped,
+    JobCancelled,
+    JobNotFound,
+    QueueFull,
+)
 from webui.outputs.history import HistoryIndex
 from webui.outputs.saving import save_image
 from webui.preferences import Preferences, PreferencesStore
@@ -105,8 +112,13 @@ class GenerationService:
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
-            raise InvalidRequest("job_id", f"no job '{job_id}'")
+            raise JobNotFound(job_id)
         return job
+
+    def jobs(self) -> list[Job]:
+        """Every job still remembered (queued, running and recently finished), oldest first."""
+        with self._lock:
+            return list(self._jobs.values())
 
     def pending(self) -> list[Job]:
         with self._lock:
