@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.fixtures.tiny_models import make_vae
+from tests.fixtures.tiny_models import make_embedding, make_lora, make_vae
 from tests.test_ui_browser import Server, _serve
 
 SIZE = 64
@@ -36,6 +36,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_sd1_ckpt: Path) -> Ite
     (root / "models" / "Stable-diffusion").mkdir(parents=True)
     shutil.copy(tiny_sd1_ckpt, root / "models" / "Stable-diffusion" / "tiny-sd1.safetensors")
     make_vae(root / "models" / "VAE" / "redder.safetensors", red=1.5)
+    make_lora(root / "models" / "Lora" / "detail.safetensors", seed=1)
+    make_embedding(root / "models" / "embeddings" / "bluish.pt", "blue")
+    make_embedding(root / "models" / "embeddings" / "toowide.pt", "blue", width=768)
     with _serve(root, "--no-demo-model", "--max-body-mb", "8") as running:
         yield running
 
@@ -145,6 +148,28 @@ def test_override_settings_apply_to_one_call_and_infotext_fills_unset_fields(api
     assert info["steps"] == 2  # set explicitly: the infotext does not override it
 
 
+def test_loras_in_the_prompt_apply_are_hashed_and_found_again_after_a_rename(api: httpx.Client, server: Server) -> None:
+    plain = api.post("/txt2img", json=FAST).json()
+    with_lora = api.post("/txt2img", json={**FAST, "prompt": "a red circle <lora:detail:0.8>"}).json()
+    assert with_lora["images"] != plain["images"]
+    text = json.loads(with_lora["info"])["infotexts"][0]
+    assert text.startswith("a red circle <lora:detail:0.8>\n") and 'Lora hashes: "detail: ' in text
+    _error(api.post("/txt2img", json={**FAST, "prompt": "x <lora:nope:1>"}), 404, "lora")
+    _error(api.post("/txt2img", json={**FAST, "prompt": "x <lora::1>"}), 422, "prompt")
+
+    folder = server.outputs.parent / "models" / "Lora"
+    (folder / "detail.safetensors").rename(folder / "renamed.safetensors")
+    try:
+        api.post("/refresh-loras")
+        again = api.post("/txt2img", json={"infotext": text}).json()
+        pixels = [np.asarray(_image(r["images"][0]).convert("RGB")) for r in (again, with_lora)]
+        assert (pixels[0] == pixels[1]).all()  # found by its hash under the new name
+        assert "<lora:renamed:0.8>" in json.loads(again["info"])["prompt"]
+    finally:
+        (folder / "renamed.safetensors").rename(folder / "detail.safetensors")
+        api.post("/refresh-loras")
+
+
 # -- options ------------------------------------------------------------------------------------------------
 def test_options_read_set_persist_and_refuse_bad_values(api: httpx.Client, server: Server) -> None:
     options = api.get("/options").json()
@@ -196,8 +221,13 @@ def test_the_lists_have_a1111s_shapes(api: httpx.Client) -> None:
     assert all(set(s) == {"name", "aliases", "options"} for s in samplers)
     assert {"Karras", "Automatic"} <= {s["label"] for s in api.get("/schedulers").json()}
     assert {"None", "Lanczos", "Nearest"} == {u["name"] for u in api.get("/upscalers").json()}
-    assert api.get("/loras").json() == [] and api.get("/prompt-styles").json() == []
-    assert api.get("/embeddings").json() == {"loaded": {}, "skipped": {}}
+    (lora,) = api.get("/loras").json()
+    assert lora["name"] == "detail" and lora["path"].endswith("detail.safetensors")
+    assert lora["metadata"]["ss_network_dim"] == "4"
+    assert api.get("/prompt-styles").json() == []
+    embeddings = api.get("/embeddings").json()
+    assert embeddings["loaded"]["bluish"]["shape"] == 32 and embeddings["loaded"]["bluish"]["vectors"] == 1
+    assert "768 wide" in embeddings["skipped"]["toowide"]["reason"]
     assert api.get("/extensions").json() == [] and api.get("/scripts").json() == {"txt2img": [], "img2img": []}
     for path in ("/refresh-vae", "/refresh-loras", "/refresh-embeddings"):
         assert api.post(path).status_code == 200

@@ -25,6 +25,10 @@ class _Registry:
     def check(self, choice: str) -> None:
         """The VAE chooser's name check: every name is fine here."""
 
+    def find(self, name: str) -> str:
+        """The LoRA library's lookup: every name is found here."""
+        return name
+
 
 @dataclass
 class FakeEngine:
@@ -36,7 +40,7 @@ class FakeEngine:
     runs: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.weights = SimpleNamespace(checkpoints=_Registry(), vaes=_Registry())
+        self.weights = SimpleNamespace(checkpoints=_Registry(), vaes=_Registry(), loras=_Registry())
 
     def generate(self, request, on_step=None, notes=None):
         self.runs.append(request.prompt)
@@ -261,6 +265,10 @@ def test_the_token_counter_counts_like_a1111_in_chunks_of_75(tmp_path):
     assert service.count_tokens("a red circle") == (3, 75)
     count, limit = service.count_tokens(", ".join(["red circle"] * 30))  # 2 words + comma, 30 times
     assert (count, limit) == (89, 150)
+    # Tags and emphasis syntax are not tokens; BREAK starts a new chunk.
+    assert service.count_tokens("a (red:1.3) circle <lora:detail:0.8>") == (3, 75)
+    assert service.count_tokens("a red circle BREAK on blue") == (5, 150)
+    assert service.count_tokens("a <lora::bad> circle")[0] > 2  # unparsable: counted as plain text, no error
 
 
 def test_an_interrupted_batch_keeps_the_images_it_finished_in_its_result(tmp_path):

@@ -37,6 +37,7 @@ from webui.images import decode_image, encode_png_base64, open_base64_image
 from webui.outputs.infotext import parse_infotext, read_infotext
 from webui.service.service import GenerationService
 from webui.types import Mode
+from webui.weights import formats
 
 UPSCALERS = {"None": None, "Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}
 MAX_UPSCALED_SIDE = 8192
@@ -65,7 +66,7 @@ def build_router(service: GenerationService, flags: dict[str, Any]) -> APIRouter
 
     # -- generation --------------------------------------------------------------------------------------
     def run(body: Txt2ImgBody, mode: Mode, request: Request) -> GenerationResponse:
-        gen = convert.build_request(body, mode, service.preferences.current)
+        gen = convert.build_request(body, mode, service.preferences.current, service.rename_loras)
         job = service.submit(gen, owner=owner_of(request))
         try:
             result = job.wait()
@@ -234,11 +235,23 @@ def build_router(service: GenerationService, flags: dict[str, Any]) -> APIRouter
 
     @router.get("/loras")
     def loras() -> list[dict[str, Any]]:
-        return []  # LoRA support comes with the networks work; until then none is usable, so none is listed
+        """A1111's shape: ``name`` is what ``<lora:NAME:...>`` takes; ``metadata`` the file's training notes."""
+        items = []
+        for info in weights.loras.registry.list():
+            name = info.name.rsplit(".", 1)[0]
+            metadata = formats.read_metadata(info.path) if info.path.suffix == ".safetensors" else {}
+            alias = metadata.get("ss_output_name") or name
+            items.append({"name": name, "alias": alias, "path": str(info.path), "metadata": metadata})
+        return items
 
     @router.get("/embeddings")
     def embeddings() -> dict[str, Any]:
-        return {"loaded": {}, "skipped": {}}
+        active = weights.active
+        widths = None
+        if active is not None:
+            encoders = [active.components[n] for n in ("text_encoder", "text_encoder_2") if n in active.components]
+            widths = [int(e.config.hidden_size) for e in encoders]
+        return weights.embeddings.describe(widths)
 
     @router.get("/scripts")
     def scripts() -> dict[str, list[str]]:
@@ -268,10 +281,12 @@ def build_router(service: GenerationService, flags: dict[str, Any]) -> APIRouter
 
     @router.post("/refresh-loras")
     def refresh_loras() -> dict[str, Any]:
+        weights.loras.registry.refresh()
         return {}
 
     @router.post("/refresh-embeddings")
     def refresh_embeddings() -> dict[str, Any]:
+        weights.embeddings.registry.refresh()
         return {}
 
     # -- images -------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from webui import __version__, samplers
@@ -52,17 +53,26 @@ def _refuse_unsupported(body: Txt2ImgBody) -> None:
         raise ScriptNotFound("alwayson_scripts", name)
 
 
-def _infotext_fields(body: Txt2ImgBody) -> dict[str, Any]:
-    """A1111 1.10's ``infotext``: its values fill the fields the body did not set explicitly."""
+def _infotext_fields(body: Txt2ImgBody, rename_loras: Callable[[str, str | None], str] | None) -> dict[str, Any]:
+    """A1111 1.10's ``infotext``: its values fill the fields the body did not set explicitly; LoRAs renamed since
+    are found by the hashes it recorded."""
     if not body.infotext:
         return {}
-    fields = request_fields_from_infotext(parse_infotext(body.infotext))
+    parsed = parse_infotext(body.infotext)
+    fields = request_fields_from_infotext(parsed)
+    if rename_loras is not None:
+        fields["prompt"] = rename_loras(fields["prompt"], parsed.get("Lora hashes"))
     explicit = body.model_fields_set
     renamed = {"checkpoint": "override_settings"}
     return {k: v for k, v in fields.items() if renamed.get(k, k) not in explicit}
 
 
-def build_request(body: Txt2ImgBody, mode: Mode, prefs: Preferences) -> GenerationRequest:
+def build_request(
+    body: Txt2ImgBody,
+    mode: Mode,
+    prefs: Preferences,
+    rename_loras: Callable[[str, str | None], str] | None = None,
+) -> GenerationRequest:
     """The ``GenerationRequest`` an A1111 body describes; Easel's saved options fill what it leaves out."""
     _refuse_unsupported(body)
     overrides = body.override_settings or {}
@@ -86,7 +96,7 @@ def build_request(body: Txt2ImgBody, mode: Mode, prefs: Preferences) -> Generati
     for option, name in REQUEST_OPTIONS.items():
         if option in overrides:
             fields[name] = overrides[option]
-    infotext = _infotext_fields(body)
+    infotext = _infotext_fields(body, rename_loras)
     fields.update(infotext)
     if mode is not Mode.TXT2IMG:
         assert isinstance(body, Img2ImgBody)

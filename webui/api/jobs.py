@@ -136,7 +136,7 @@ def build_router(service: GenerationService) -> APIRouter:
             raise InvalidRequest("mask", "inpaint needs a mask (base64; white = repaint)")
         if mode is Mode.IMG2IMG and body.mask:
             mode = Mode.INPAINT
-        gen = convert.build_request(body, mode, service.preferences.current)
+        gen = convert.build_request(body, mode, service.preferences.current, service.rename_loras)
         return _status(service.submit(gen, owner=owner_of(request)))
 
     @router.get("/jobs", response_model=list[JobStatus])

@@ -21,12 +21,15 @@ import torch
 from PIL import Image
 
 from webui.errors import GenerationFailed, ImageSkipped
+from webui.networks.lora import LORA_KINDS, LoraUse
 from webui.outputs.infotext import infotext_for
 from webui.pipeline import imageops
 from webui.pipeline.device import DeviceConfig
 from webui.pipeline.preview import PreviewProjection, cheap_preview
 from webui.pipeline.schedulers import build_scheduler, schedule_label
 from webui.pipeline.taesd import TaesdPreviews
+from webui.prompts.conditioning import PromptEncoder, StepConditioning, build_conditioning
+from webui.prompts.parser import extract_networks
 from webui.types import SEED_MAX, GeneratedImage, GenerationRequest, MaskedContent, Mode
 from webui.weights.manager import ActiveModel, WeightsManager
 
@@ -141,7 +144,6 @@ class Engine:
         self._own(model)  # release the previous model's pipelines now, even if this job fails early
         vae = self.weights.vaes.resolve(request.vae, model.info)
         self.weights.vaes.apply(model, vae)  # in place: the pipelines keep their VAE module
-        sampler_name, schedule = schedule_label(request.sampler_name, request.scheduler)
         base_seed = random.randint(0, SEED_MAX) if request.seed == -1 else request.seed
         seeds = [base_seed + i for i in range(request.batch_size * request.n_iter)]
 
@@ -150,6 +152,47 @@ class Engine:
         pipe = self.pipeline_for(model, prepared.pipeline_mode)
         self._set_vae_tiling(model, request)
 
+        # 3. Extra networks: the tags leave the text the encoder sees; LoRAs are on for this job only.
+        encoded, uses = self._networks(request, notes)
+        try:
+            applied = self.weights.loras.apply(model, pipe, uses)
+            texts = [encoded.prompt, encoded.negative_prompt]
+            words = self.weights.embeddings.prepare(model, pipe, texts, notes)
+            extra = {}
+            if applied:
+                extra["Lora hashes"] = ", ".join(f"{a.use.name}: {a.short_hash}" for a in applied)
+            if words:
+                extra["TI hashes"] = ", ".join(f"{word}: {short}" for word, short in words)
+            yield from self._batches(request, model, pipe, prepared, encoded, seeds, vae, extra, notes, on_step)
+        finally:
+            self.weights.loras.deactivate(pipe)
+
+    def _networks(self, request: GenerationRequest, notes: list[str]) -> tuple[GenerationRequest, list[LoraUse]]:
+        """The request as the text encoder sees it (no ``<...>`` tags) and the LoRAs its prompts ask for."""
+        prompt, positive = extract_networks(request.prompt, "prompt")
+        negative, negative_tags = extract_networks(request.negative_prompt, "negative_prompt")
+        uses: list[LoraUse] = []
+        for tag in positive + negative_tags:
+            if tag.kind in LORA_KINDS:
+                uses.append(LoraUse(tag.name, tag.te_weight, tag.unet_weight))
+            else:
+                notes.append(f"ignored <{tag.kind}:{tag.name}>: Easel has no '{tag.kind}' networks")
+        return request.model_copy(update={"prompt": prompt, "negative_prompt": negative}), uses
+
+    def _batches(
+        self,
+        request: GenerationRequest,
+        model: ActiveModel,
+        pipe: Any,
+        prepared: _Prepared,
+        encoded: GenerationRequest,
+        seeds: list[int],
+        vae: Any,
+        extra: dict[str, Any],
+        notes: list[str],
+        on_step: StepCallback | None,
+    ) -> Iterator[GeneratedImage]:
+        sampler_name, schedule = schedule_label(request.sampler_name, request.scheduler)
         for iteration in range(request.n_iter):
             batch_seeds = seeds[iteration * request.batch_size : (iteration + 1) * request.batch_size]
             # 3. Denoise: one scheduler per batch, CPU noise per image so a seed reproduces on any device.
@@ -157,16 +200,19 @@ class Engine:
                 model.scheduler_config, request.sampler_name, request.scheduler, batch_seeds[0]
             )
             generators = [torch.Generator("cpu").manual_seed(s) for s in batch_seeds]
-            callback = self._step_callback(model, on_step, iteration, request.n_iter)
             try:
                 with torch.inference_mode():
+                    conditioning = self._conditioning(pipe, model, encoded, prepared, len(batch_seeds))
+                    callback = self._step_callback(model, on_step, iteration, request.n_iter, conditioning)
+                    inputs = ["latents", "prompt_embeds"] + (["add_text_embeds"] if model.arch.family == "sdxl" else [])
                     latents = pipe(
-                        **self._prompt_args(pipe, model, request, len(batch_seeds)),
+                        **self._embeds_args(conditioning, 0, model),
                         num_inference_steps=request.steps,
                         guidance_scale=request.cfg_scale,
                         generator=generators,
                         output_type="latent",
                         callback_on_step_end=callback,
+                        callback_on_step_end_tensor_inputs=inputs,
                         **prepared.pipe_kwargs,
                     ).images
                     # 4. Decode with the NaN guard.
@@ -187,33 +233,31 @@ class Engine:
                     model_hash=model.info.shorthash,
                     vae_name=vae.name if vae else None,
                     vae_hash=vae.shorthash if vae else None,
+                    extra=extra,
                 )
                 yield GeneratedImage(image=image, seed=seed, infotext=infotext)
 
     # -- steps ------------------------------------------------------------------------------------------
-    def _prompt_args(self, pipe: Any, model: ActiveModel, request: GenerationRequest, count: int) -> dict[str, Any]:
-        """Prompt arguments for the pipeline; clip skip on SD1/SD2 is encoded here.
+    def _conditioning(
+        self, pipe: Any, model: ActiveModel, request: GenerationRequest, prepared: _Prepared, count: int
+    ) -> StepConditioning:
+        """The prompts' conditioning per step range (A1111 syntax: weights, chunks, editing, alternation).
 
-        diffusers 0.42's SD pipelines reach ``text_encoder.text_model.final_layer_norm`` for clip skip, which
-        transformers 5 no longer has, so Easel takes the hidden state A1111 takes (``hidden_states[-clip_skip]``,
-        then the final layer norm) itself. SDXL's own clip-skip path does not need the attribute.
-        """
-        prompts, negatives = [request.prompt] * count, [request.negative_prompt] * count
-        if request.clip_skip <= 1 or model.arch.family == "sdxl":
-            return {"prompt": prompts, "negative_prompt": negatives, "clip_skip": request.clip_skip - 1 or None}
-        encoder = pipe.text_encoder
-        final_norm = getattr(encoder, "text_model", encoder).final_layer_norm
-        device = next(encoder.parameters()).device
+        Editing steps count the steps that actually run: all of them in txt2img, ``steps x strength`` in
+        img2img and inpaint, as the sampler skips the rest."""
+        steps = request.steps
+        if "strength" in prepared.pipe_kwargs:
+            steps = max(1, int(request.steps * prepared.pipe_kwargs["strength"]))
+        encoder = PromptEncoder(pipe, model.arch.family == "sdxl", request.clip_skip)
+        return build_conditioning(encoder, request.prompt, request.negative_prompt, steps, count)
 
-        def encode(texts: list[str]) -> torch.Tensor:
-            tokens = pipe.tokenizer(
-                texts, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True,
-                return_tensors="pt",
-            )  # fmt: skip
-            hidden = encoder(tokens.input_ids.to(device), output_hidden_states=True).hidden_states
-            return final_norm(hidden[-request.clip_skip])
-
-        return {"prompt_embeds": encode(prompts), "negative_prompt_embeds": encode(negatives)}
+    @staticmethod
+    def _embeds_args(conditioning: StepConditioning, index: int, model: ActiveModel) -> dict[str, Any]:
+        _end, positive, negative, pooled, negative_pooled = conditioning.ranges[index]
+        args: dict[str, Any] = {"prompt_embeds": positive, "negative_prompt_embeds": negative}
+        if model.arch.family == "sdxl":
+            args |= {"pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": negative_pooled}
+        return args
 
     def _prepare(self, request: GenerationRequest, model: ActiveModel, seed: int, notes: list[str]) -> _Prepared:
         prep = self._prepare_mode(request, model, seed, notes)
@@ -309,8 +353,12 @@ class Engine:
         on_step: StepCallback | None,
         iteration: int,
         iterations: int,
+        conditioning: StepConditioning,
     ) -> Callable[..., dict[str, Any]]:
         preview = self._previewer(model)
+        sdxl = model.arch.family == "sdxl"
+        current = [0]
+        run_steps = conditioning.ranges[-1][0] if conditioning.changes else 0
 
         def callback(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             if on_step is not None:
@@ -325,7 +373,20 @@ class Engine:
                         preview=lambda: preview(latents, scale),
                     )
                 )
-            return {}
+            if not conditioning.changes:
+                return {}
+            # The next step, in the user's steps (second-order samplers call back more often than that).
+            upcoming = min(run_steps, (i + 1) * run_steps // max(pipe.num_timesteps, 1) + 1)
+            index = conditioning.at(upcoming)
+            if index == current[0]:
+                return {}
+            current[0] = index
+            _end, positive, negative, pooled, negative_pooled = conditioning.ranges[index]
+            cfg = pipe.do_classifier_free_guidance
+            swapped = {"prompt_embeds": torch.cat([negative, positive]) if cfg else positive}
+            if sdxl:
+                swapped["add_text_embeds"] = torch.cat([negative_pooled, pooled]) if cfg else pooled
+            return swapped
 
         return callback
 

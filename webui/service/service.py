@@ -73,8 +73,26 @@ class GenerationService:
         if request.checkpoint:
             self.engine.weights.checkpoints.get(request.checkpoint)  # unknown name: ModelNotFound now, not later
         self.engine.weights.vaes.check(request.vae)
+        self._check_networks(request)
         job = Job(request=request, run=self._run_generation, owner=owner)
         return self._enqueue(job)
+
+    def _check_networks(self, request: GenerationRequest) -> None:
+        """Malformed ``<...>`` tags and unknown LoRA names are refused now, naming the field, not mid-queue."""
+        from webui.networks.lora import LORA_KINDS
+        from webui.prompts.parser import extract_networks
+
+        for field in ("prompt", "negative_prompt"):
+            _, tags = extract_networks(getattr(request, field), field)
+            for tag in tags:
+                if tag.kind in LORA_KINDS:
+                    self.engine.weights.loras.find(tag.name)
+
+    def rename_loras(self, prompt: str, lora_hashes: str | None) -> str:
+        """A pasted prompt's ``<lora:...>`` tags pointed at renamed files by the infotext's ``Lora hashes``."""
+        if not lora_hashes:
+            return prompt
+        return self.engine.weights.loras.rename_by_hash(prompt, str(lora_hashes))
 
     def load_checkpoint(self, checkpoint: str | None, owner: str | None = None) -> Job:
         """Queue a model switch, as choosing a checkpoint in the UI does; its result is the loaded checkpoint's
@@ -170,10 +188,26 @@ class GenerationService:
         return generation_defaults(info.path) if info is not None else {}
 
     def count_tokens(self, text: str) -> tuple[int, int]:
-        """(tokens, shown limit) as A1111's counter has it: 75 tokens per chunk, the limit growing by 75 as a
-        long prompt spills into the next chunk. Every supported family tokenises with CLIP's vocabulary."""
-        count = len(_counting_tokenizer()(text or "", add_special_tokens=False).input_ids)
-        return count, max(1, -(-count // 75)) * 75
+        """(tokens, shown limit) as A1111's counter has it: ``<lora:...>`` tags and emphasis brackets do not count,
+        and the limit grows by 75 per chunk as the prompt spills over (or a BREAK starts a new chunk). Every
+        supported family tokenises with CLIP's vocabulary. A prompt that does not parse is counted as plain text
+        (the message naming its fault comes when it is submitted)."""
+        from webui.prompts.parser import chunk_tokens, extract_networks, parse_attention
+
+        tokenizer = _counting_tokenizer()
+
+        def tokenize(piece: str) -> list[int]:
+            return tokenizer(piece, add_special_tokens=False).input_ids
+
+        try:
+            remaining, _ = extract_networks(text or "")
+            pieces = parse_attention(remaining)
+        except EaselError:
+            count = len(tokenize(text or ""))
+            return count, max(1, -(-count // 75)) * 75
+        count = sum(len(tokenize(piece)) for piece, weight in pieces if weight != -1.0)
+        chunks = chunk_tokens(pieces, tokenize, 75, pad_token=-1)
+        return count, max(1, len(chunks)) * 75
 
     # -- the worker ----------------------------------------------------------------------------------
     def _work(self) -> None:

@@ -20,6 +20,7 @@ from webui.errors import EaselError
 from webui.service.service import GenerationService
 from webui.types import Mode
 from webui.ui import forms
+from webui.ui.networks_panel import build_lora_panel
 from webui.ui.progress import message_html, progress_html
 
 TAB_IDS = {Mode.TXT2IMG: "txt2img", Mode.IMG2IMG: "img2img", Mode.INPAINT: "inpaint"}
@@ -70,6 +71,7 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) ->
             with gr.Row():
                 interrupt = gr.Button("Interrupt", elem_id=f"{m}_interrupt", size="sm")
                 skip = gr.Button("Skip", elem_id=f"{m}_skip", size="sm")
+    build_lora_panel(service, widgets["prompt"], m)  # A1111's "Lora" cards: a click adds <lora:NAME:1>
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             if mode is Mode.IMG2IMG:

@@ -14,6 +14,7 @@ from typing import Any
 import gradio as gr
 
 from webui.errors import EaselError
+from webui.outputs.infotext import parse_infotext
 from webui.service.service import GenerationService
 from webui.types import VAE_AUTOMATIC as AUTOMATIC
 from webui.types import Mode
@@ -125,6 +126,8 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
             if not text or not text.strip():
                 return tuple(gr.update() for _ in fill_targets)
             values = forms.values_from_infotext(text)
+            if "prompt" in values:  # LoRAs renamed since: follow their hashes, as A1111 does
+                values["prompt"] = service.rename_loras(values["prompt"], parse_infotext(text).get("Lora hashes"))
             updates = [gr.update(value=values[name]) if name in values else gr.update() for name in txt2img.widgets]
             skip = values.get("clip_skip")
             updates.append(gr.update(value=skip) if isinstance(skip, int) and 1 <= skip <= 12 else gr.update())

@@ -204,6 +204,12 @@ def read_state_dict(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
     return _only_tensors(path, loaded, device)
 
 
+def read_embedding_object(path: Path) -> Any:
+    """A pickled embedding (A1111 ``.pt``, diffusers ``.bin``) as its nested dict, through the restricted unpickler
+    (``weights_only=True``): the embedding's vectors sit a level down, so ``read_state_dict`` would not find them."""
+    return _torch_load(Path(path))
+
+
 class _InertObject:
     """Stands in for objects old Lightning checkpoints pickle beside the weights (callbacks).
 

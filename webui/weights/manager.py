@@ -16,6 +16,8 @@ import torch
 
 from webui.demo.weights import DEMO_MODEL_PATH
 from webui.errors import EaselError, ModelLoadError
+from webui.networks.embeddings import EmbeddingLibrary
+from webui.networks.lora import LoraLibrary
 from webui.pipeline.device import DeviceConfig
 from webui.settings import Settings
 from webui.weights import formats, loader, model_defaults
@@ -38,6 +40,8 @@ class ActiveModel:
     metadata: dict[str, str] = field(default_factory=dict)  # the file's safetensors metadata (empty otherwise)
     vae_info: CheckpointInfo | None = None  # the external VAE now in ``components["vae"]``; None: the baked-in one
     baked_vae: dict[str, torch.Tensor] | None = None  # the checkpoint's own VAE weights (CPU), once replaced
+    lora_adapters: OrderedDict[str, Path] = field(default_factory=OrderedDict)  # peft adapters attached, LRU
+    embeddings: dict[str, Path] = field(default_factory=dict)  # textual-inversion words its tokenizers know
 
     @property
     def scheduler_config(self) -> dict[str, Any]:
@@ -54,14 +58,18 @@ class WeightsManager:
             settings.checkpoints_path, self.hash_cache, label="checkpoint", builtins=builtins
         )
         self.vaes = VaeChooser(settings.vae_path, self.hash_cache)
+        self.loras = LoraLibrary(settings.lora_path, self.hash_cache)
+        self.embeddings = EmbeddingLibrary(settings.embeddings_path, self.hash_cache)
         self.active: ActiveModel | None = None
         # Models used before, parked in RAM (most recent last), so switching back skips the load.
         self._parked: OrderedDict[Path, ActiveModel] = OrderedDict()
 
     def refresh(self) -> list[CheckpointInfo]:
-        """Rescan the checkpoint and VAE folders (the UI's refresh button does both, as A1111's does)."""
+        """Rescan the checkpoint, VAE and LoRA folders (the UI's refresh button does them all)."""
         self.checkpoints.refresh()
         self.vaes.registry.refresh()
+        self.loras.registry.refresh()
+        self.embeddings.registry.refresh()
         return self.checkpoints.list()
 
     def default_checkpoint(self) -> CheckpointInfo:
