@@ -35,6 +35,7 @@ def models(tmp_path_factory: pytest.TempPathFactory, tiny_sd1_ckpt: Path) -> Pat
     make_lora(loras / "styles" / "other style.safetensors", seed=2)
     make_lora(loras / "old.pt", seed=3)
     make_lora(loras / "unet-only.safetensors", seed=4, text_encoder=False)
+    make_lora(loras / "locon.safetensors", seed=10, conv=True, attention=False, text_encoder=False)  # convs only
     make_lora(loras / "xl-thing.safetensors", family="sdxl", seed=5)
     make_lora(loras / "sd15-thing.safetensors", seed=6, context_width=768)
     return root
@@ -87,7 +88,7 @@ def test_weights_scale_negative_weights_work_and_several_loras_add(service) -> N
     assert info["Lora hashes"].startswith("detail: ") and ", other style: " in info["Lora hashes"]
 
 
-@pytest.mark.parametrize("name", ["old", "unet-only", "styles/other style"])
+@pytest.mark.parametrize("name", ["old", "unet-only", "styles/other style", "locon"])
 def test_pt_files_unet_only_loras_and_subfolder_names_load(service, name: str) -> None:
     plain, _, _ = _run(service)
     changed, _, _ = _run(service, f"a red circle <lora:{name}:1>")
