@@ -422,14 +422,18 @@ def test_generation_never_touches_the_network(service, monkeypatch):
     assert _run(service, checkpoint="a-tiny-sd1.safetensors", mode="img2img", init_image=_scene()).images
 
 
-@pytest.mark.parametrize("cache", [0, 1])
-def test_checkpoint_ram_cache_makes_switching_back_free(tmp_path, tiny_sd1_ckpt, tiny_sd2_ckpt, cache):
+@pytest.mark.parametrize(("cache", "how"), [(0, "flag"), (1, "flag"), (1, "settings tab")])
+def test_checkpoint_ram_cache_makes_switching_back_free(tmp_path, tiny_sd1_ckpt, tiny_sd2_ckpt, cache, how):
     ckpts = tmp_path / "models" / "Stable-diffusion"
     ckpts.mkdir(parents=True)
     shutil.copy(tiny_sd1_ckpt, ckpts / "one.safetensors")
     shutil.copy(tiny_sd2_ckpt, ckpts / "two.safetensors")
-    svc = create_service(Settings(models_dir=tmp_path / "models", outputs_dir=tmp_path / "out", ckpt_cache=cache))
+    flag = cache if how == "flag" else 0
+    svc = create_service(Settings(models_dir=tmp_path / "models", outputs_dir=tmp_path / "out", ckpt_cache=flag))
+    if how == "settings tab":
+        svc.update_preferences(ckpt_cache=cache)  # saved with the other settings, applied at once
     weights = svc.engine.weights
+    assert weights.ram_cache == cache
     loads: list[str] = []
     real_load = weights._load
     weights._load = lambda info: loads.append(info.name) or real_load(info)

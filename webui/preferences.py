@@ -39,6 +39,8 @@ class Preferences(BaseModel):
     img2img_folder: str = "img2img-images"  # img2img and inpaint, as in A1111
     # live preview
     preview_every: int = Field(4, ge=0, le=100)  # steps between previews; 0 turns them off
+    # models
+    ckpt_cache: int = Field(0, ge=0, le=16)  # checkpoints kept in RAM after a switch (the --ckpt-cache flag is a floor)
     # what API requests use when they do not say (A1111's options of the same meaning)
     sd_vae: str = Field("Automatic", min_length=1, max_length=500)  # checked against models/VAE by the service
     clip_skip: int = Field(1, ge=1, le=12)  # A1111's CLIP_stop_at_last_layers

@@ -48,6 +48,7 @@ class GenerationService:
         self._current: Job | None = None
         self.history = HistoryIndex(settings.outputs_dir)
         self.preferences = PreferencesStore(settings.outputs_dir)
+        self._apply_preferences()
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> GenerationService:
@@ -169,9 +170,17 @@ class GenerationService:
         """Steps between live previews (0: none), from the user's settings."""
         return self.preferences.current.preview_every
 
+    def _apply_preferences(self) -> None:
+        """Preferences the engine acts on: how many checkpoints stay in RAM (the flag is the floor)."""
+        weights = getattr(self.engine, "weights", None)
+        if weights is not None and hasattr(weights, "ram_cache"):
+            weights.ram_cache = max(self.settings.ckpt_cache, self.preferences.current.ckpt_cache)
+
     def update_preferences(self, **changes: Any) -> Preferences:
         """Validate, save and apply Settings-tab changes; ``InvalidRequest`` names a bad value."""
-        return self.preferences.update(**changes)
+        updated = self.preferences.update(**changes)
+        self._apply_preferences()
+        return updated
 
     # -- models --------------------------------------------------------------------------------------
     def default_checkpoint(self) -> CheckpointInfo | None:

@@ -27,6 +27,7 @@ FIELDS: list[tuple[str, str]] = [
     ("default_cfg_scale", "Default CFG scale"),
     ("default_sampler", "Default sampler"),
     ("default_negative_prompt", "Default negative prompt"),
+    ("ckpt_cache", "Checkpoints kept in RAM after switching (switching back takes no reload)"),
 ]
 
 
@@ -59,7 +60,7 @@ def build_settings_tab(service: GenerationService) -> SettingsTab:
 
     def save(*values: Any) -> tuple[Any, ...]:
         changes = dict(zip(names, values, strict=True))
-        for name in ("jpeg_quality", "preview_every", "default_steps"):
+        for name in ("jpeg_quality", "preview_every", "default_steps", "ckpt_cache"):
             if isinstance(changes.get(name), float) and changes[name].is_integer():
                 changes[name] = int(changes[name])
         try:

@@ -61,6 +61,7 @@ class WeightsManager:
         self.loras = LoraLibrary(settings.lora_path, self.hash_cache)
         self.embeddings = EmbeddingLibrary(settings.embeddings_path, self.hash_cache)
         self.active: ActiveModel | None = None
+        self.ram_cache = settings.ckpt_cache  # models parked in RAM after a switch; the service follows Settings
         # Models used before, parked in RAM (most recent last), so switching back skips the load.
         self._parked: OrderedDict[Path, ActiveModel] = OrderedDict()
 
@@ -117,12 +118,12 @@ class WeightsManager:
         return [m.info for m in self._parked.values()]
 
     def _park(self, model: ActiveModel) -> None:
-        if self.settings.ckpt_cache <= 0:
+        if self.ram_cache <= 0:
             self._release(model)
             return
         self._move(model, torch.device("cpu"))
         self._parked[model.info.path] = model
-        while len(self._parked) > self.settings.ckpt_cache:
+        while len(self._parked) > self.ram_cache:
             _, oldest = self._parked.popitem(last=False)
             self._release(oldest)
 
