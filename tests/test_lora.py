@@ -36,6 +36,8 @@ def models(tmp_path_factory: pytest.TempPathFactory, tiny_sd1_ckpt: Path) -> Pat
     make_lora(loras / "old.pt", seed=3)
     make_lora(loras / "unet-only.safetensors", seed=4, text_encoder=False)
     make_lora(loras / "locon.safetensors", seed=10, conv=True, attention=False, text_encoder=False)  # convs only
+    make_lora(loras / "diffusers-format.safetensors", seed=11, layout="peft")
+    make_lora(loras / "kohya-same.safetensors", seed=11)  # the same weights in kohya's layout
     make_lora(loras / "xl-thing.safetensors", family="sdxl", seed=5)
     make_lora(loras / "sd15-thing.safetensors", seed=6, context_width=768)
     return root
@@ -93,6 +95,29 @@ def test_pt_files_unet_only_loras_and_subfolder_names_load(service, name: str) -
     plain, _, _ = _run(service)
     changed, _, _ = _run(service, f"a red circle <lora:{name}:1>")
     assert np.abs(changed - plain).mean() > 1
+
+
+def test_a_diffusers_peft_lora_gives_the_same_image_as_the_same_weights_in_kohyas_layout(service) -> None:
+    plain, _, _ = _run(service)
+    peft, _, _ = _run(service, "a red circle <lora:diffusers-format:1>")
+    kohya, _, _ = _run(service, "a red circle <lora:kohya-same:1>")
+    assert np.abs(peft - plain).mean() > 1
+    assert np.abs(peft - kohya).max() <= 1  # the same LoRA, two file layouts
+
+
+def test_a_job_that_fails_with_a_lora_leaves_the_model_clean(service) -> None:
+    plain, _, _ = _run(service)
+    job = service.submit(GenerationRequest.build(
+        prompt="a red circle <lora:detail:1>", steps=150, width=256, height=256, seed=9, save_images=False
+    ))  # fmt: skip
+    for progress in job.updates(timeout=60):
+        if progress.step >= 2:
+            service.cancel(job.id)
+            break
+    with pytest.raises(EaselError):
+        job.wait(30)
+    after, info, _ = _run(service)
+    assert (after == plain).all() and "Lora hashes" not in info
 
 
 def test_a_lora_for_another_architecture_is_refused_and_the_model_stays_clean(service) -> None:
