@@ -15,7 +15,8 @@ from webui.outputs.history import HistoryIndex, _scan
 from webui.outputs.infotext import format_infotext
 from webui.outputs.saving import save_image
 from webui.outputs.thumbnails import MAX_SIDE, THUMBNAIL_DIR, Thumbnails
-from webui.ui.history_tab import file_link, gallery_tiles
+from webui.ui.history_tab import gallery_tiles
+from webui.ui.progress import file_link
 
 
 def _image(folder: Path, name: str, size: tuple[int, int], colour=(200, 30, 30), mode: str = "RGB") -> Path:

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import gradio as gr
 
@@ -21,7 +20,7 @@ from webui.service.service import GenerationService
 from webui.types import Mode
 from webui.ui import forms
 from webui.ui.networks_panel import build_lora_panel
-from webui.ui.progress import message_html, progress_html
+from webui.ui.progress import file_link, message_html, progress_html
 
 TAB_IDS = {Mode.TXT2IMG: "txt2img", Mode.IMG2IMG: "img2img", Mode.INPAINT: "inpaint"}
 SEND_TARGETS = ("img2img", "inpaint", "controlnet")
@@ -225,7 +224,7 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) ->
         shown_images = [(str(i.path), i.path.name) if i.path else (i.image, f"seed {i.seed}") for i in saved]
         kept = [(str(i.path) if i.path else None, i.infotext) for i in saved]
         first = kept[0] if kept else (None, "")
-        yield None, message_html(message, kind), hidden, shown_images, first[1], _file_link(first[0]), kept, 0
+        yield None, message_html(message, kind), hidden, shown_images, first[1], file_link(first[0]), kept, 0
 
     inputs = [top.checkpoint, top.vae, top.clip_skip, *widgets.values()]
     outputs = [job_id, progress, preview, gallery, info, link, results, selected]
@@ -253,7 +252,7 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) ->
         index = evt.index if isinstance(evt.index, int) and 0 <= evt.index < len(kept) else 0
         if not kept:
             return "", "", 0
-        return kept[index][1], _file_link(kept[index][0]), index
+        return kept[index][1], file_link(kept[index][0]), index
 
     gallery.select(on_select, inputs=[results], outputs=[info, link, selected])
 
@@ -295,10 +294,3 @@ def _owner(request: gr.Request | None) -> str | None:
 def _tokens_html(count: int, limit: int) -> str:
     over = " easel-tokens-over" if count > 75 else ""
     return f'<span class="easel-token-count{over}">{count}/{limit}</span>'
-
-
-def _file_link(path: str | None) -> str:
-    if not path:
-        return ""
-    name = Path(path).name
-    return f'<a href="/gradio_api/file={quote(path)}" target="_blank" download="{name}">📄 {name}</a>'

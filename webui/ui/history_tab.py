@@ -9,19 +9,16 @@ name and the file link of a selected tile are the full image's.
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import gradio as gr
 
 from webui.errors import InvalidRequest
 from webui.outputs.history import HistoryEntry, HistoryIndex, HistoryPage
 from webui.service.service import GenerationService
-from webui.ui.progress import message_html
+from webui.ui.progress import file_link, message_html
 
 PER_PAGE = 36
 ALL = "All"
@@ -81,14 +78,6 @@ def gallery_tiles(
             tiles.append((str(thumb), caption(entry.prompt)))
             kept.append((str(entry.path), entry.infotext))
     return tiles, kept
-
-
-def file_link(path: str | None) -> str:
-    """A link that opens (or downloads) the full image, served from the outputs folder, never the thumbnail."""
-    if not path:
-        return ""
-    name = html.escape(Path(path).name)
-    return f'<a href="/gradio_api/file={quote(path)}" target="_blank" download="{name}">📄 {name}</a>'
 
 
 def caption(prompt: str, limit: int = 60) -> str:

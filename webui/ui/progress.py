@@ -6,6 +6,8 @@ Plain HTML strings from job events, so they are tested without a browser; the pa
 from __future__ import annotations
 
 from html import escape
+from pathlib import Path
+from urllib.parse import quote
 
 from webui.types import Progress
 
@@ -48,3 +50,11 @@ def _duration(seconds: float | None) -> str:
         return f"{minutes} min {seconds:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+def file_link(path: str | None) -> str:
+    """A link that opens (or downloads) a saved image from the outputs folder, under its own name."""
+    if not path:
+        return ""
+    name = escape(Path(path).name)
+    return f'<a href="/gradio_api/file={quote(path)}" target="_blank" download="{name}">📄 {name}</a>'
