@@ -340,6 +340,8 @@ def _bomb() -> str:
         ("/txt2img", {**FAST, "cfg_scale": "high"}, 422, "cfg_scale"),
         ("/txt2img", {**FAST, "batch_size": 10_000}, 422, "batch_size"),
         ("/txt2img", {**FAST, "prompt": "x" * 100_000}, 422, "prompt"),
+        ("/txt2img", {**FAST, "prompt": "a (red:1.2.3) circle"}, 422, "prompt"),
+        ("/txt2img", {**FAST, "negative_prompt": "(" * 500 + "blur"}, 422, "negative_prompt"),
         ("/txt2img", {**FAST, "sampler_name": "Euler Ultra"}, 400, "sampler_name"),
         ("/txt2img", {**FAST, "script_name": "x/y/z plot"}, 422, "script_name"),
         ("/txt2img", {**FAST, "alwayson_scripts": {"NoSuchScript": {"args": []}}}, 422, "alwayson_scripts"),

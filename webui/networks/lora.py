@@ -89,7 +89,7 @@ class LoraLibrary:
 
     # -- finding ---------------------------------------------------------------------------------------------
     def names(self) -> list[str]:
-        return [Path(i.name).stem if "/" not in i.name else i.name.rsplit(".", 1)[0] for i in self.registry.list()]
+        return [i.name.rsplit(".", 1)[0] for i in self.registry.list()]
 
     def find(self, name: str) -> CheckpointInfo:
         """By file name without extension (A1111's ``<lora:NAME>``), with or without its subfolder, or by hash."""

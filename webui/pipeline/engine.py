@@ -193,6 +193,7 @@ class Engine:
         on_step: StepCallback | None,
     ) -> Iterator[GeneratedImage]:
         sampler_name, schedule = schedule_label(request.sampler_name, request.scheduler)
+        conditioning = self._conditioning(pipe, model, encoded, prepared, request.batch_size)  # once per job
         for iteration in range(request.n_iter):
             batch_seeds = seeds[iteration * request.batch_size : (iteration + 1) * request.batch_size]
             # 3. Denoise: one scheduler per batch, CPU noise per image so a seed reproduces on any device.
@@ -202,7 +203,6 @@ class Engine:
             generators = [torch.Generator("cpu").manual_seed(s) for s in batch_seeds]
             try:
                 with torch.inference_mode():
-                    conditioning = self._conditioning(pipe, model, encoded, prepared, len(batch_seeds))
                     callback = self._step_callback(model, on_step, iteration, request.n_iter, conditioning)
                     inputs = ["latents", "prompt_embeds"] + (["add_text_embeds"] if model.arch.family == "sdxl" else [])
                     latents = pipe(
@@ -249,7 +249,8 @@ class Engine:
         if "strength" in prepared.pipe_kwargs:
             steps = max(1, int(request.steps * prepared.pipe_kwargs["strength"]))
         encoder = PromptEncoder(pipe, model.arch.family == "sdxl", request.clip_skip)
-        return build_conditioning(encoder, request.prompt, request.negative_prompt, steps, count)
+        with torch.inference_mode():
+            return build_conditioning(encoder, request.prompt, request.negative_prompt, steps, count)
 
     @staticmethod
     def _embeds_args(conditioning: StepConditioning, index: int, model: ActiveModel) -> dict[str, Any]:

@@ -74,18 +74,19 @@ class GenerationService:
         if request.checkpoint:
             self.engine.weights.checkpoints.get(request.checkpoint)  # unknown name: ModelNotFound now, not later
         self.engine.weights.vaes.check(request.vae)
-        self._check_networks(request)
+        self._check_prompts(request)
         job = Job(request=request, run=self._run_generation, owner=owner)
         return self._enqueue(job)
 
-    def _check_networks(self, request: GenerationRequest) -> None:
-        """Malformed ``<...>`` tags and unknown LoRA names are refused now, naming the field, not mid-queue."""
+    def _check_prompts(self, request: GenerationRequest) -> None:
+        """Malformed syntax (tags, weights, editing) and unknown LoRA names are refused now, naming the field,
+        not after the job waited in the queue."""
         from webui.networks.lora import LORA_KINDS
-        from webui.prompts.parser import extract_networks
+        from webui.prompts.parser import parse_prompt
 
         for field in ("prompt", "negative_prompt"):
-            _, tags = extract_networks(getattr(request, field), field)
-            for tag in tags:
+            parsed = parse_prompt(getattr(request, field), request.steps, field)
+            for tag in parsed.networks:
                 if tag.kind in LORA_KINDS:
                     self.engine.weights.loras.find(tag.name)
 
