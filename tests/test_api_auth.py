@@ -8,6 +8,7 @@ import base64
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,3 +114,58 @@ def test_listening_beyond_loopback_without_auth_refuses_to_start(flags: list[str
         [sys.executable, "app.py", *flags], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_a_cross_site_browser_post_is_refused_and_same_site_or_no_origin_passes(client: TestClient) -> None:
+    headers = _header("alice", "wonder land")
+    body = {"CLIP_stop_at_last_layers": 1}
+    for origin in ("https://evil.example", "null", "http://testserver.evil.example", "http://localhost:7860"):
+        refused = client.post("/sdapi/v1/options", json=body, headers={**headers, "Origin": origin})
+        assert refused.status_code == 403 and "cross-site" in refused.json()["detail"], origin
+    assert (
+        client.post("/sdapi/v1/options", json=body, headers={**headers, "Origin": "http://testserver"}).status_code
+        == 200
+    )
+    assert client.post("/sdapi/v1/options", json=body, headers=headers).status_code == 200  # curl, API clients
+    assert client.get("/sdapi/v1/options", headers={**headers, "Origin": "https://evil.example"}).status_code == 200
+    assert "access-control-allow-origin" not in client.get("/sdapi/v1/options", headers=headers).headers
+
+
+def test_a_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
+    import threading
+
+    from webui.service.service import GenerationService
+    from webui.types import GenerationRequest
+
+    gate = threading.Event()
+
+    class Blocked:
+        """An engine whose first job waits for the gate, so the queue fills up behind it."""
+
+        weights = type("W", (), {})()
+
+        def generate(self, request: GenerationRequest, on_step=None, notes=None):
+            gate.wait(10)
+            return iter(())
+
+    engine = Blocked()
+    engine.weights.checkpoints = engine.weights.vaes = engine.weights.loras = type(
+        "R", (), {"get": lambda self, q: q, "check": lambda self, q: None, "find": lambda self, q: q}
+    )()
+    service = GenerationService(Settings(outputs_dir=tmp_path / "out", max_queue=1), engine).start()
+    app = build_app(service)
+    try:
+        with TestClient(app) as api:
+            body = {"prompt": "x", "steps": 1, "width": 64, "height": 64}
+            first = api.post("/easel/v1/jobs", json=body)
+            assert first.status_code == 202
+            deadline = time.monotonic() + 10
+            while service.current is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert api.post("/easel/v1/jobs", json=body).status_code == 202  # waits in the queue
+            full = api.post("/easel/v1/jobs", json=body)
+            assert full.status_code == 429 and full.headers["Retry-After"] == "5"
+            assert "queue is full" in full.json()["detail"]
+    finally:
+        gate.set()
+        service.stop()

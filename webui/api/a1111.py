@@ -357,7 +357,8 @@ def build_router(service: GenerationService, flags: dict[str, Any]) -> APIRouter
 
 
 def error_status(exc: EaselError) -> int:
-    """A1111's status codes where it has one: 400 unknown sampler, 422 unknown script or bad value."""
+    """A1111's status codes where it has one: 400 unknown sampler, 422 unknown script or bad value; 429 (with
+    Retry-After) when the queue is full."""
     from webui.errors import JobNotFound, ModelLoadError, ModelNotFound, QueueFull
 
     declared = getattr(exc, "http_status", None)
@@ -372,7 +373,7 @@ def error_status(exc: EaselError) -> int:
     if isinstance(exc, ModelNotFound):
         return 404
     if isinstance(exc, QueueFull):
-        return 503
+        return 429
     if isinstance(exc, JobCancelled):
         return 409
     if isinstance(exc, ModelLoadError):

@@ -133,6 +133,35 @@ class _TooLarge(Exception):
     pass
 
 
+class SameOrigin:
+    """ASGI middleware: a state-changing request (anything but GET/HEAD/OPTIONS) whose ``Origin`` is another site,
+    or ``null``, is refused with 403, so a page elsewhere cannot make a logged-in browser generate, change settings
+    or delete images (CSRF). Requests without ``Origin`` (API clients, curl) are not browsers' cross-site requests
+    and pass; auth still applies to them."""
+
+    SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method", "GET") not in self.SAFE:
+            headers = dict(scope.get("headers") or [])
+            origin = headers.get(b"origin")
+            if origin is not None:
+                hosts = {headers.get(b"host", b"").decode("latin-1").lower()}
+                forwarded = headers.get(b"x-forwarded-host")  # behind a reverse proxy that rewrites Host
+                if forwarded:
+                    hosts.add(forwarded.decode("latin-1").split(",")[0].strip().lower())
+                text = origin.decode("latin-1").lower()
+                allowed = text != "null" and text.split("://", 1)[-1].rstrip("/") in hosts
+                if not allowed:
+                    body = {"error": "Forbidden", "detail": f"cross-site request from {text!r} refused"}
+                    await JSONResponse(body, status_code=403)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
 def error_body(exc: Exception, status: int) -> dict[str, Any]:
     """A1111's error shape (``error``, ``detail``, ``errors``) plus ``field`` when one field is to blame."""
     body: dict[str, Any] = {"error": type(exc).__name__, "detail": str(exc), "errors": str(exc)}
@@ -148,7 +177,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         status = a1111.error_status(exc)
         if status >= 500:
             log.warning("%s %s failed: %s", request.method, request.url.path, exc)
-        return JSONResponse(error_body(exc, status), status_code=status)
+        headers = {"Retry-After": "5"} if status == 429 else None
+        return JSONResponse(error_body(exc, status), status_code=status, headers=headers)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -194,7 +224,7 @@ def build_app(
         import gradio as gr
 
         app = gr.mount_gradio_app(app, page, path="/", **(gradio_kwargs or {}))
-    wrapped: ASGIApp = BodyLimit(app, int(max_body_mb * 1024 * 1024))
+    wrapped: ASGIApp = SameOrigin(BodyLimit(app, int(max_body_mb * 1024 * 1024)))
     if users:
         wrapped = BasicAuth(wrapped, users)
     return _Named(wrapped, app)
