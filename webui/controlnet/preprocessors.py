@@ -1,0 +1,234 @@
+"""ControlNet preprocessors ("modules"), named as the SD-WebUI ControlNet extension names them.
+
+The built-in ones need no weights (OpenCV, NumPy): canny, invert, threshold, blur_gaussian, scribble_xdog,
+tile_resample, color, shuffle, inpaint. The ones that run a network (depth, normal, pose, line art, soft edge,
+MLSD) need the annotator files users download into ``models/annotators``; without them they are listed as
+unavailable with the exact file they need, never downloaded. "none" passes a prepared map through.
+
+Each takes an RGB ``uint8`` array and returns one, at the preprocessor resolution (the image's short side scaled to
+``resolution``, as the extension does), so a preview shows what the ControlNet will see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from webui.errors import InvalidRequest
+
+Array = np.ndarray
+
+
+@dataclass(frozen=True)
+class Slider:
+    """A threshold's meaning, default and allowed range (the extension's ``threshold_a``/``threshold_b``)."""
+
+    label: str
+    default: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    name: str
+    run: Callable[..., Array] | None  # None: needs annotator weights Easel cannot run without them
+    threshold_a: Slider | None = None
+    threshold_b: Slider | None = None
+    needs: tuple[str, ...] = ()  # files under models/annotators it needs
+    uses_resolution: bool = True
+    needs_mask: bool = False
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+
+def resize_short_side(image: Array, resolution: int) -> Array:
+    """Scale so the short side is ``resolution`` (both sides rounded to multiples of 8), as the extension does."""
+    h, w = image.shape[:2]
+    scale = resolution / min(h, w)
+    size = (max(8, round(w * scale / 8) * 8), max(8, round(h * scale / 8) * 8))
+    if size == (w, h):
+        return image
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    return cv2.resize(image, size, interpolation=interpolation)
+
+
+def _rgb(single: Array) -> Array:
+    return np.ascontiguousarray(np.repeat(single[:, :, None], 3, axis=2))
+
+
+def canny(image: Array, low: float, high: float) -> Array:
+    return _rgb(cv2.Canny(image, int(low), int(high)))
+
+
+def invert(image: Array) -> Array:
+    """For line art drawn black on white: ControlNets want white lines on black."""
+    return 255 - image
+
+
+def threshold(image: Array, level: float) -> Array:
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return _rgb(np.where(gray > level, 255, 0).astype(np.uint8))
+
+
+def blur_gaussian(image: Array, sigma: float) -> Array:
+    return cv2.GaussianBlur(image, (0, 0), float(sigma))
+
+
+def scribble_xdog(image: Array, level: float) -> Array:
+    """Scribble lines from an image: a difference of Gaussians, thresholded (XDoG), white lines on black."""
+    pixels = image.astype(np.float32)
+    fine = cv2.GaussianBlur(pixels, (0, 0), 0.5)
+    coarse = cv2.GaussianBlur(pixels, (0, 0), 5.0)
+    edges = np.max(coarse - fine, axis=2)  # darker than its surroundings: a line
+    return _rgb(np.where(2 * edges > level, 255, 0).astype(np.uint8))
+
+
+def tile_resample(image: Array, rate: float) -> Array:
+    """The tile ControlNet's input: the image at 1/rate of its size (it adds the detail back)."""
+    if rate <= 1:
+        return image
+    h, w = image.shape[:2]
+    return cv2.resize(image, (max(1, int(w / rate)), max(1, int(h / rate))), interpolation=cv2.INTER_AREA)
+
+
+def color_grid(image: Array) -> Array:
+    """A palette map: the image shrunk to 1/64 (one colour per 64 px cell) and blown up with hard edges."""
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (max(1, w // 64), max(1, h // 64)), interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def shuffle(image: Array, seed: int) -> Array:
+    """The shuffle ControlNet's input: the image's content moved by a smooth random warp (reproducible by seed)."""
+    h, w = image.shape[:2]
+    rng = np.random.default_rng(seed)
+
+    def field_of_offsets() -> Array:
+        coarse = rng.uniform(0, 1, size=(max(2, h // 64), max(2, w // 64))).astype(np.float32)
+        return cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+
+    map_x = (field_of_offsets() * (w - 1)).astype(np.float32)
+    map_y = (field_of_offsets() * (h - 1)).astype(np.float32)
+    return cv2.remap(image, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def inpaint_marked(image: Array, mask: Array) -> Array:
+    """The inpaint ControlNet's input as a picture: the masked pixels black (the model itself gets -1 there)."""
+    if mask.shape[:2] != image.shape[:2]:
+        mask = cv2.resize(mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+    marked = image.copy()
+    marked[mask > 127] = 0
+    return marked
+
+
+_ANNOTATORS = {
+    "depth": ("dpt_hybrid-midas-501f0c75.pt",),
+    "depth_leres": ("res101.pth",),
+    "normal_bae": ("scannet.pt",),
+    "openpose": ("body_pose_model.pth",),
+    "openpose_hand": ("body_pose_model.pth", "hand_pose_model.pth"),
+    "openpose_face": ("body_pose_model.pth", "facenet.pth"),
+    "openpose_full": ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"),
+    "lineart": ("sk_model.pth",),
+    "lineart_coarse": ("sk_model2.pth",),
+    "lineart_anime": ("netG.pth",),
+    "softedge_hed": ("ControlNetHED.pth",),
+    "softedge_pidinet": ("table5_pidinet.pth",),
+    "scribble_hed": ("ControlNetHED.pth",),
+    "mlsd": ("mlsd_large_512_fp32.pth",),
+}
+
+PREPROCESSORS: dict[str, Preprocessor] = {
+    p.name: p
+    for p in (
+        Preprocessor("none", lambda image: image, uses_resolution=False),
+        Preprocessor(
+            "canny",
+            lambda image, a, b: canny(image, a, b),
+            Slider("Canny Low Threshold", 100, 1, 255),
+            Slider("Canny High Threshold", 200, 1, 255),
+        ),
+        Preprocessor("invert", lambda image: invert(image), aliases=("invert (from white bg & black line)",)),
+        Preprocessor("threshold", lambda image, a: threshold(image, a), Slider("Binarization Threshold", 127, 0, 255)),
+        Preprocessor("blur_gaussian", lambda image, a: blur_gaussian(image, a), Slider("Sigma", 9.0, 0.01, 64.0)),
+        Preprocessor("scribble_xdog", lambda image, a: scribble_xdog(image, a), Slider("XDoG Threshold", 32, 1, 64)),
+        Preprocessor(
+            "tile_resample", lambda image, a: tile_resample(image, a), Slider("Down Sampling Rate", 1.0, 1.0, 8.0)
+        ),
+        Preprocessor("color", lambda image: color_grid(image), aliases=("t2ia_color_grid",)),
+        Preprocessor("shuffle", lambda image, seed: shuffle(image, seed)),
+        Preprocessor("inpaint", None, uses_resolution=False, needs_mask=True, aliases=("inpaint_only",)),
+        *(Preprocessor(name, None, needs=files) for name, files in _ANNOTATORS.items()),
+    )
+}
+_BY_ALIAS = {alias.lower(): p for p in PREPROCESSORS.values() for alias in (p.name, *p.aliases)}
+
+
+def find(name: str) -> Preprocessor:
+    found = _BY_ALIAS.get((name or "none").strip().lower())
+    if found is None:
+        raise InvalidRequest("module", f"unknown preprocessor '{name}' (built in: {', '.join(built_in_names())})")
+    return found
+
+
+def built_in_names() -> list[str]:
+    return [p.name for p in PREPROCESSORS.values() if not p.needs]
+
+
+def missing_files(preprocessor: Preprocessor, annotators: Path) -> list[str]:
+    """The annotator files a preprocessor needs that are not in ``annotators`` (empty: it can run)."""
+    return [f for f in preprocessor.needs if not (annotators / f).is_file()]
+
+
+def _value(slider: Slider | None, given: float, field_name: str) -> float:
+    if slider is None:
+        return given
+    if given == -1:  # the extension's "use the default"
+        return slider.default
+    if not slider.low <= given <= slider.high:
+        raise InvalidRequest(
+            field_name, f"{slider.label} must be between {slider.low:g} and {slider.high:g}, got {given:g}"
+        )
+    return given
+
+
+def run(
+    name: str,
+    image: Array,
+    *,
+    resolution: int = 512,
+    threshold_a: float = -1,
+    threshold_b: float = -1,
+    mask: Array | None = None,
+    seed: int = 0,
+    annotators: Path | None = None,
+) -> Array:
+    """Run one preprocessor on an RGB ``uint8`` image; every bad value is an ``InvalidRequest`` naming its field."""
+    pre = find(name)
+    if pre.needs:
+        missing = missing_files(pre, annotators) if annotators is not None else list(pre.needs)
+        where = annotators if annotators is not None else Path("models/annotators")
+        raise InvalidRequest(
+            "module", f"preprocessor '{pre.name}' needs {', '.join(missing)} in {where} (Easel never downloads it)"
+        )
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InvalidRequest("image", f"expected an RGB image, got an array of shape {image.shape} ({image.dtype})")
+    if pre.uses_resolution:
+        if not 64 <= resolution <= 2048:
+            raise InvalidRequest("processor_res", f"must be between 64 and 2048, got {resolution}")
+        image = resize_short_side(image, resolution)
+    a = _value(pre.threshold_a, threshold_a, "threshold_a")
+    b = _value(pre.threshold_b, threshold_b, "threshold_b")
+    if pre.needs_mask:
+        if mask is None:
+            raise InvalidRequest("mask", f"preprocessor '{pre.name}' needs a mask (white = repaint)")
+        return inpaint_marked(image, mask)
+    if pre.name == "shuffle":
+        return shuffle(image, seed)
+    assert pre.run is not None
+    args = [v for v, slider in ((a, pre.threshold_a), (b, pre.threshold_b)) if slider is not None]
+    return pre.run(image, *args)
