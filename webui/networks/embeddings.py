@@ -101,6 +101,7 @@ class EmbeddingLibrary:
     cache: HashCache
     skipped: dict[str, str] = field(default_factory=dict)
     registry: ModelRegistry = field(init=False)
+    _pattern: tuple[tuple[str, ...], re.Pattern[str]] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.registry = ModelRegistry(
@@ -116,12 +117,12 @@ class EmbeddingLibrary:
         words = self.by_word()
         if not words:
             return []
-        found = []
-        for word in words:
-            pattern = re.compile(rf"(?<![\w-]){re.escape(word)}(?![\w-])")
-            if any(pattern.search(text) for text in texts):
-                found.append(word)
-        return found
+        key = tuple(sorted(words))
+        if self._pattern is None or self._pattern[0] != key:  # one regex per list of files, not per word per job
+            alternatives = "|".join(re.escape(w) for w in sorted(key, key=len, reverse=True))
+            self._pattern = (key, re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])"))
+        found = {m.group(0) for text in texts for m in self._pattern[1].finditer(text)}
+        return [word for word in words if word in found]
 
     def describe(self, widths: list[int] | None) -> dict[str, dict[str, Any]]:
         """A1111's ``/sdapi/v1/embeddings``: each file as ``loaded`` (fits the model whose text-encoder widths are
