@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.fixtures.services import running_service
 from tests.fixtures.tiny_models import make_embedding
 from webui.outputs.infotext import parse_infotext
-from webui.service.factory import create_service
-from webui.settings import Settings
 from webui.types import GenerationRequest
 
 SIZE = 64
@@ -40,10 +39,8 @@ def models(tmp_path_factory: pytest.TempPathFactory, tiny_sd1_ckpt: Path, tiny_s
 
 @pytest.fixture(scope="module")
 def service(models: Path, tmp_path_factory: pytest.TempPathFactory):
-    settings = Settings(models_dir=models, outputs_dir=tmp_path_factory.mktemp("out"), demo_model=False)
-    svc = create_service(settings)
-    yield svc
-    svc.stop()
+    with running_service(models, tmp_path_factory.mktemp("out")) as svc:
+        yield svc
 
 
 def _run(service, prompt: str, negative: str = "", checkpoint: str = "tiny.safetensors", **fields):

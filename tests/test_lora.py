@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.fixtures.services import running_service
 from tests.fixtures.tiny_models import make_lora
 from webui.errors import EaselError, ModelNotFound
 from webui.networks.lora import LoraUse
@@ -45,10 +46,8 @@ def models(tmp_path_factory: pytest.TempPathFactory, tiny_sd1_ckpt: Path) -> Pat
 
 @pytest.fixture(scope="module")
 def service(models: Path, tmp_path_factory: pytest.TempPathFactory):
-    settings = Settings(models_dir=models, outputs_dir=tmp_path_factory.mktemp("out"), demo_model=False)
-    svc = create_service(settings)
-    yield svc
-    svc.stop()
+    with running_service(models, tmp_path_factory.mktemp("out")) as svc:
+        yield svc
 
 
 def _run(service, prompt: str = "a red circle", **fields):

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from tests.fixtures.services import running_service
 from tests.fixtures.tiny_models import make_vae
 from webui.errors import EaselError, ModelLoadError, ModelNotFound
 from webui.outputs.infotext import parse_infotext
-from webui.service.factory import create_service
-from webui.settings import Settings
 from webui.types import GenerationRequest
 from webui.weights.vae import AUTOMATIC, NONE, read_vae_weights
 
@@ -42,10 +41,8 @@ def models(tmp_path_factory: pytest.TempPathFactory, tiny_sd1_ckpt: Path) -> Pat
 
 @pytest.fixture(scope="module")
 def service(models: Path, tmp_path_factory: pytest.TempPathFactory):
-    settings = Settings(models_dir=models, outputs_dir=tmp_path_factory.mktemp("out"), demo_model=False)
-    svc = create_service(settings)
-    yield svc
-    svc.stop()
+    with running_service(models, tmp_path_factory.mktemp("out")) as svc:
+        yield svc
 
 
 def _run(service, **fields):

@@ -122,22 +122,25 @@ def build_router(service: GenerationService, flags: dict[str, Any]) -> APIRouter
             textinfo=p.message or None,
         )
 
-    @router.post("/interrupt")
-    def interrupt(request: Request) -> dict[str, Any]:
-        """Stop the running job, as A1111 does; with auth on, only the caller's own job."""
+    def on_current(request: Request, action: str) -> dict[str, Any]:
+        """Interrupt or skip the running job, as A1111 does; with auth on, only the caller's own job."""
         job = service.current
         if job is not None and job.request is not None:
+            user = owner_of(request)
             with contextlib.suppress(PermissionError):
-                service.cancel(job.id, owner=owner_of(request)) if owner_of(request) else job.cancel()
+                if user is None:
+                    getattr(job, action)()
+                else:
+                    getattr(service, action)(job.id, owner=user)
         return {}
+
+    @router.post("/interrupt")
+    def interrupt(request: Request) -> dict[str, Any]:
+        return on_current(request, "cancel")
 
     @router.post("/skip")
     def skip(request: Request) -> dict[str, Any]:
-        job = service.current
-        if job is not None and job.request is not None:
-            with contextlib.suppress(PermissionError):
-                service.skip(job.id, owner=owner_of(request)) if owner_of(request) else job.skip()
-        return {}
+        return on_current(request, "skip")
 
     # -- options ------------------------------------------------------------------------------------------
     def current_checkpoint_title() -> str | None:
