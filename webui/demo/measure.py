@@ -60,3 +60,21 @@ def read(image: Image.Image) -> Reading:
         centre=(float(centre[0]), float(centre[1])),
         shares=shares,
     )
+
+
+def stripes(image: Image.Image) -> float:
+    """How striped the shape is: colour changes down each column, between the shape's top and bottom edge,
+    averaged over the columns that cross the shape (at least 4 of its pixels). A flat shape reads about 0 (edge
+    pixels aside); the ``striped`` LoRA's bands, 4 pixels each, about one change every 4 pixels of height."""
+    classes = nearest_colours(np.asarray(image.convert("RGB")))
+    border = np.concatenate([classes[0], classes[-1], classes[1:-1, 0], classes[1:-1, -1]])
+    background = int(np.bincount(border, minlength=len(_NAMES)).argmax())
+    mask = classes != background
+    changes = []
+    for x in range(classes.shape[1]):
+        rows = np.nonzero(mask[:, x])[0]
+        if len(rows) < 4:
+            continue
+        column = classes[rows[0] : rows[-1] + 1, x]
+        changes.append(int((column[1:] != column[:-1]).sum()))
+    return float(np.mean(changes)) if changes else 0.0

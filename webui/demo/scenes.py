@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -39,6 +39,7 @@ POSITIONS: dict[str, tuple[float, float]] = {
     "in the center": (0.5, 0.5),
 }
 POSITION_JITTER = 0.05
+STRIPE_PERIOD = 8  # striped shapes (the demo LoRA's data): horizontal bands, half of this many pixels each
 SUPERSAMPLE = 4  # drawn this much larger, then downscaled: smooth edges like a real photo's
 
 
@@ -53,6 +54,7 @@ class Scene:
     cx: float = 0.5  # centre and radius as fractions of the image size, after jitter
     cy: float = 0.5
     radius: float = 0.2
+    striped: bool = False  # the shape in horizontal bands of its colour and ``stripe_colour`` (the demo LoRA)
 
 
 def random_scene(rng: random.Random) -> Scene:
@@ -121,14 +123,33 @@ def _star(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
     return points
 
 
+def stripe_colour(scene: Scene) -> str:
+    """The second colour of a striped shape: white, or the first of black, gray, yellow not already in the scene."""
+    used = {scene.colour, scene.background, scene.background2}
+    return next(c for c in ("white", "black", "gray", "yellow") if c not in used)
+
+
 def render(scene: Scene, size: int = 64) -> Image.Image:
     big = size * SUPERSAMPLE
     image = Image.new("RGB", (big, big), COLOURS[scene.background])
-    draw = ImageDraw.Draw(image)
     if scene.background2 is not None:
-        draw.rectangle((0, big // 2, big, big), fill=COLOURS[scene.background2])
+        ImageDraw.Draw(image).rectangle((0, big // 2, big, big), fill=COLOURS[scene.background2])
+    if scene.striped:  # draw the outline as a mask, then paste bands of the two colours through it
+        mask = Image.new("L", (big, big), 0)
+        _draw_shape(ImageDraw.Draw(mask), scene, big, 255)
+        fill = Image.new("RGB", (big, big), COLOURS[scene.colour])
+        band = STRIPE_PERIOD * SUPERSAMPLE // 2
+        bands = ImageDraw.Draw(fill)
+        for top in range(band, big, 2 * band):
+            bands.rectangle((0, top, big, top + band - 1), fill=COLOURS[stripe_colour(scene)])
+        image.paste(fill, (0, 0), mask)
+    else:
+        _draw_shape(ImageDraw.Draw(image), scene, big, COLOURS[scene.colour])
+    return image.resize((size, size), Image.Resampling.BOX)
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, scene: Scene, big: int, fill: tuple[int, int, int] | int) -> None:
     cx, cy, r = scene.cx * big, scene.cy * big, scene.radius * big
-    fill = COLOURS[scene.colour]
     if scene.shape == "circle":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
     elif scene.shape == "square":
@@ -138,15 +159,33 @@ def render(scene: Scene, size: int = 64) -> Image.Image:
         draw.polygon([(cx, cy - r), (cx + r * 0.95, cy + r * 0.75), (cx - r * 0.95, cy + r * 0.75)], fill=fill)
     else:
         draw.polygon(_star(cx, cy, r), fill=fill)
-    return image.resize((size, size), Image.Resampling.BOX)
 
 
-def dataset(count: int, seed: int, size: int = 64) -> tuple[np.ndarray, list[Scene]]:
-    """``count`` rendered scenes as a uint8 array (N, H, W, 3) and their descriptions, the same for a seed."""
+def dataset(
+    count: int, seed: int, size: int = 64, *, striped: bool = False, colour: str | None = None
+) -> tuple[np.ndarray, list[Scene]]:
+    """``count`` rendered scenes as a uint8 array (N, H, W, 3) and their descriptions, the same for a seed.
+
+    ``striped``: every shape striped (the demo LoRA's data); ``colour``: every shape that colour (the demo
+    embedding's), its background drawn again where it would be the same.
+    """
     rng = random.Random(seed)
     scenes = [random_scene(rng) for _ in range(count)]
+    if colour is not None:
+        scenes = [_recoloured(s, colour, rng) for s in scenes]
+    if striped:
+        scenes = [replace(s, striped=True) for s in scenes]
     pixels = np.stack([np.asarray(render(s, size)) for s in scenes])
     return pixels, scenes
+
+
+def _recoloured(scene: Scene, colour: str, rng: random.Random) -> Scene:
+    others = [c for c in COLOURS if c != colour]
+    background = scene.background if scene.background != colour else rng.choice(others)
+    background2 = scene.background2
+    if background2 is not None and background2 in (colour, background):
+        background2 = rng.choice([c for c in others if c != background])
+    return replace(scene, colour=colour, background=background, background2=background2)
 
 
 def nearest_colours(pixels: np.ndarray) -> np.ndarray:

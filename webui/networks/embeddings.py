@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,12 +101,20 @@ class EmbeddingLibrary:
     root: Path
     cache: HashCache
     skipped: dict[str, str] = field(default_factory=dict)
+    # Embeddings shipped with Easel (the demo model's), listed after the user's; a user file of the same name
+    # hides one.
+    builtins: Sequence[Path] = ()
     registry: ModelRegistry = field(init=False)
     _pattern: tuple[tuple[str, ...], re.Pattern[str]] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.registry = ModelRegistry(
-            self.root, self.cache, EMBEDDING_EXTENSIONS, label="embedding", diffusers_folders=False
+            self.root,
+            self.cache,
+            EMBEDDING_EXTENSIONS,
+            label="embedding",
+            diffusers_folders=False,
+            builtins=self.builtins,
         )
 
     def by_word(self) -> dict[str, CheckpointInfo]:

@@ -15,6 +15,7 @@ import logging
 import re
 import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,8 +84,12 @@ def _family_of(state_dict: dict[str, torch.Tensor]) -> tuple[str | None, int | N
 class LoraLibrary:
     """The LoRA files, their read tensors, and which adapters each loaded model carries."""
 
-    def __init__(self, root: Path, cache: HashCache) -> None:
-        self.registry = ModelRegistry(root, cache, LORA_EXTENSIONS, label="lora", diffusers_folders=False)
+    def __init__(self, root: Path, cache: HashCache, *, builtins: Sequence[Path] = ()) -> None:
+        # ``builtins``: LoRAs shipped with Easel (the demo model's), listed after the user's; a user file of the
+        # same name hides one.
+        self.registry = ModelRegistry(
+            root, cache, LORA_EXTENSIONS, label="lora", diffusers_folders=False, builtins=builtins
+        )
         self._read: OrderedDict[Path, tuple[float, dict[str, torch.Tensor]]] = OrderedDict()
 
     # -- finding ---------------------------------------------------------------------------------------------

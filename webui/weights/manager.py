@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from webui.demo.weights import DEMO_MODEL_PATH
+from webui.demo.weights import DEMO_EMBEDDING_PATH, DEMO_LORA_PATH, DEMO_MODEL_PATH
 from webui.errors import EaselError, ModelLoadError
 from webui.networks.embeddings import EmbeddingLibrary
 from webui.networks.lora import LoraLibrary
@@ -58,8 +58,11 @@ class WeightsManager:
             settings.checkpoints_path, self.hash_cache, label="checkpoint", builtins=builtins
         )
         self.vaes = VaeChooser(settings.vae_path, self.hash_cache)
-        self.loras = LoraLibrary(settings.lora_path, self.hash_cache)
-        self.embeddings = EmbeddingLibrary(settings.embeddings_path, self.hash_cache)
+        # The demo model's own LoRA and embedding are listed whenever the demo model is.
+        demo_lora = [DEMO_LORA_PATH] if settings.demo_model else []
+        demo_embedding = [DEMO_EMBEDDING_PATH] if settings.demo_model else []
+        self.loras = LoraLibrary(settings.lora_path, self.hash_cache, builtins=demo_lora)
+        self.embeddings = EmbeddingLibrary(settings.embeddings_path, self.hash_cache, builtins=demo_embedding)
         self.active: ActiveModel | None = None
         self.ram_cache = settings.ckpt_cache  # models parked in RAM after a switch; the service follows Settings
         # Models used before, parked in RAM (most recent last), so switching back skips the load.
