@@ -14,20 +14,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.fixtures.services import fresh_install_service
 from webui.demo import evaluate, measure, scenes
 from webui.demo.weights import DEMO_MODEL_NAME, DEMO_MODEL_PATH
-from webui.service.factory import create_service
-from webui.settings import Settings
 from webui.types import GenerationRequest
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("fresh-install")
-    (root / "models" / "Stable-diffusion").mkdir(parents=True)
-    svc = create_service(Settings(models_dir=root / "models", outputs_dir=root / "outputs"))
-    yield svc
-    svc.stop()
+    with fresh_install_service(tmp_path_factory.mktemp("fresh-install")) as svc:
+        yield svc
 
 
 DEMO_CFG = 3.0  # the model's own default (its file's easel.defaults)

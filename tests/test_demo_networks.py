@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.fixtures.services import fresh_install_service
 from webui.demo import measure
 from webui.demo.weights import DEMO_EMBEDDING_PATH, DEMO_LORA_PATH
-from webui.service.factory import create_service
-from webui.settings import Settings
 from webui.types import GenerationRequest
 
 STRIPE_PROMPTS = [
@@ -40,11 +39,8 @@ WORD_PROMPTS = [
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("fresh-install")
-    (root / "models" / "Stable-diffusion").mkdir(parents=True)
-    svc = create_service(Settings(models_dir=root / "models", outputs_dir=root / "outputs"))
-    yield svc
-    svc.stop()
+    with fresh_install_service(tmp_path_factory.mktemp("fresh-install")) as svc:
+        yield svc
 
 
 def generate(service, prompt: str, seed: int) -> Image.Image:
