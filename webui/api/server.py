@@ -12,7 +12,7 @@ import binascii
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -245,6 +245,3 @@ def _version() -> str:
     from webui import __version__
 
     return __version__
-
-
-Handler = Callable[[Request], Awaitable[Any]]

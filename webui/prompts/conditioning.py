@@ -13,7 +13,6 @@ distinct text and says which applies at each step, for the engine's step callbac
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,6 +171,3 @@ def build_conditioning(encoder: PromptEncoder, prompt: str, negative: str, steps
             neg_e = torch.cat([neg_e, empty_chunk], dim=1)
         padded.append((end, pos_e, neg_e, pos_p, neg_p))
     return StepConditioning(padded)
-
-
-StepSwap = Callable[[int, dict[str, Any]], dict[str, Any]]
