@@ -7,6 +7,7 @@ job through the service; nothing here knows how images are made.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ from webui.types import Mode
 from webui.ui import forms
 from webui.ui.networks_panel import build_lora_panel
 from webui.ui.progress import file_link, message_html, progress_html
+
+log = logging.getLogger(__name__)
 
 TAB_IDS = {Mode.TXT2IMG: "txt2img", Mode.IMG2IMG: "img2img", Mode.INPAINT: "inpaint"}
 SEND_TARGETS = ("img2img", "inpaint", "controlnet")
@@ -193,9 +196,12 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) ->
                 save_images=service.preferences.current.save_images,
             )
             job = service.submit(req, owner=_owner(request))
-        except EaselError as exc:
-            gr.Warning(str(exc))  # a toast where the user is looking, and the message stays by the results
-            yield None, message_html(str(exc), "error"), gr.update(visible=False), keep, keep, keep, keep, keep
+        except Exception as exc:  # a bug must still end in words on the page, never Gradio's bare "Error"
+            if not isinstance(exc, EaselError):
+                log.exception("%s: could not start the job", m)
+            text = str(exc) if isinstance(exc, EaselError) else f"Could not start the job: {type(exc).__name__}: {exc}"
+            gr.Warning(text)  # a toast where the user is looking, and the message stays by the results
+            yield None, message_html(text, "error"), gr.update(visible=False), keep, keep, keep, keep, keep
             return
         yield job.id, progress_html(job.progress), gr.update(visible=False), keep, keep, keep, keep, keep
         for event in job.updates():

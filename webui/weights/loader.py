@@ -70,6 +70,20 @@ def _empty(factory: Callable[[], torch.nn.Module]) -> torch.nn.Module:
         return factory()
 
 
+_ALIGNMENT = 64
+
+
+def _aligned(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy in freshly allocated memory when the file's reader left the data off a 64-byte boundary.
+
+    safetensors can hand back CPU tensors at odd addresses; oneDNN/MKL then take other code paths, so the same
+    weights gave outputs that differ in the last bits from the model they were saved from (and run slower).
+    """
+    if tensor.device.type != "cpu" or tensor.data_ptr() % _ALIGNMENT == 0:
+        return tensor
+    return tensor.clone()
+
+
 def _assign(path: Path, what: str, model: torch.nn.Module, weights: Mapping[str, Any], dtype: torch.dtype) -> None:
     """Puts converted tensors into ``model``; any missing, extra or mis-shaped tensor is a ModelLoadError."""
     weights = {k: v for k, v in weights.items() if v is not None}
@@ -91,7 +105,9 @@ def _assign(path: Path, what: str, model: torch.nn.Module, weights: Mapping[str,
     if problems:
         raise ModelLoadError(path, f"{what}: " + "; ".join(problems))
     tensors = {
-        k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in weights.items() if k in expected
+        k: _aligned((v.to(dtype) if v.is_floating_point() else v).contiguous())
+        for k, v in weights.items()
+        if k in expected
     }
     model.load_state_dict(tensors, strict=True, assign=True)
     left = [n for n, t in itertools.chain(model.named_parameters(), model.named_buffers()) if t.is_meta]
@@ -255,6 +271,9 @@ def _from_folder(path: Path, name: str, index: Mapping[str, Any], dtype: torch.d
         model = cls.from_pretrained(sub, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(path, f"{name}: {exc}") from exc
+    with torch.no_grad():
+        for tensor in itertools.chain(model.parameters(), model.buffers()):
+            tensor.data = _aligned(tensor.data)
     model.requires_grad_(False)
     return model.eval()
 
