@@ -144,7 +144,7 @@ def test_a_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
 
         weights = type("W", (), {})()
 
-        def generate(self, request: GenerationRequest, on_step=None, notes=None):
+        def generate(self, request: GenerationRequest, on_step=None, notes=None, maps=None):
             gate.wait(10)
             return iter(())
 

@@ -42,7 +42,7 @@ class FakeEngine:
     def __post_init__(self) -> None:
         self.weights = SimpleNamespace(checkpoints=_Registry(), vaes=_Registry(), loras=_Registry())
 
-    def generate(self, request, on_step=None, notes=None):
+    def generate(self, request, on_step=None, notes=None, maps=None):
         self.runs.append(request.prompt)
         if self.gate is not None:
             self.gate.wait(10)

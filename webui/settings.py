@@ -67,6 +67,15 @@ class Settings:
         return self.embeddings_dir or self.models_dir / "embeddings"
 
     @property
+    def annotators_path(self) -> Path:
+        """Weights of the ControlNet preprocessors that run a network (depth, pose...), as users download them."""
+        return self.models_dir / "annotators"
+
+    @property
+    def esrgan_path(self) -> Path:
+        return self.models_dir / "ESRGAN"
+
+    @property
     def vae_approx_path(self) -> Path:
         return self.models_dir / "VAE-approx"
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -17,44 +16,14 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from webui import samplers
+from webui.choices import MASKED_CONTENT_LABELS as MASKED_CONTENT_LABELS  # re-exported: the request's vocabulary
+from webui.choices import RESIZE_MODE_LABELS as RESIZE_MODE_LABELS
+from webui.choices import MaskedContent, Mode, ResizeMode
+from webui.controlnet.units import MAX_UNITS, ControlNetUnit
 from webui.errors import InvalidRequest
 
 SEED_MAX = 2**32 - 1
 MAX_PROMPT_CHARS = 20_000
-
-
-class Mode(str, Enum):
-    TXT2IMG = "txt2img"
-    IMG2IMG = "img2img"
-    INPAINT = "inpaint"
-
-
-class ResizeMode(int, Enum):
-    JUST_RESIZE = 0
-    CROP_AND_RESIZE = 1
-    RESIZE_AND_FILL = 2
-
-
-RESIZE_MODE_LABELS = {
-    ResizeMode.JUST_RESIZE: "Just resize",
-    ResizeMode.CROP_AND_RESIZE: "Crop and resize",
-    ResizeMode.RESIZE_AND_FILL: "Resize and fill",
-}
-
-
-class MaskedContent(int, Enum):
-    FILL = 0
-    ORIGINAL = 1
-    LATENT_NOISE = 2
-    LATENT_NOTHING = 3
-
-
-MASKED_CONTENT_LABELS = {
-    MaskedContent.FILL: "fill",
-    MaskedContent.ORIGINAL: "original",
-    MaskedContent.LATENT_NOISE: "latent noise",
-    MaskedContent.LATENT_NOTHING: "latent nothing",
-}
 
 
 VAE_AUTOMATIC = "Automatic"  # the VAE named like the checkpoint if there is one, else the checkpoint's own
@@ -116,6 +85,8 @@ class GenerationRequest(BaseModel):
     inpaint_full_res: bool = False
     inpaint_full_res_padding: int = 32
     inpainting_mask_invert: bool = False
+    # ControlNet (the extension's units; disabled ones are kept so infotext numbering matches the UI)
+    controlnet_units: list[ControlNetUnit] = []
     # output
     save_images: bool = True
 
@@ -146,6 +117,7 @@ class GenerationRequest(BaseModel):
         samplers.resolve(self.sampler_name, self.scheduler)
         if self.mode is not Mode.TXT2IMG and self.init_image is None:
             raise InvalidRequest("init_image", f"an input image is required for {self.mode.value}")
+        self._check_controlnet()
         if self.mode is Mode.INPAINT:
             if self.mask is None:
                 raise InvalidRequest("mask", "a mask image is required for inpaint")
@@ -157,6 +129,26 @@ class GenerationRequest(BaseModel):
                     f"got {self.mask.size[0]}x{self.mask.size[1]}",
                 )
         return self
+
+    def _check_controlnet(self) -> None:
+        if len(self.controlnet_units) > MAX_UNITS:
+            raise InvalidRequest("controlnet_units", f"at most {MAX_UNITS} units, got {len(self.controlnet_units)}")
+        for index, unit in enumerate(self.controlnet_units):
+            where = f"controlnet_units[{index}]"
+            unit.check(where)
+            if unit.enabled and unit.image is None and self.mode is Mode.TXT2IMG:
+                raise InvalidRequest(f"{where}.image", "a control image is required in txt2img")
+            if unit.enabled and unit.mask is not None and unit.image is not None and unit.mask.size != unit.image.size:
+                raise InvalidRequest(
+                    f"{where}.mask",
+                    f"must be the size of the unit's image {unit.image.size[0]}x{unit.image.size[1]}, "
+                    f"got {unit.mask.size[0]}x{unit.mask.size[1]}",
+                )
+
+    @property
+    def active_units(self) -> list[ControlNetUnit]:
+        """The enabled units with a weight: the only ones that change the image."""
+        return [u for u in self.controlnet_units if u.enabled and u.weight > 0]
 
     def check_limits(self, limits: Limits) -> None:
         """Bounds that the server's flags set; the service calls this before queueing."""
@@ -192,7 +184,7 @@ class GenerationRequest(BaseModel):
             cause = err.get("ctx", {}).get("error")
             if isinstance(cause, InvalidRequest):
                 raise cause from None
-            name = ".".join(str(p) for p in err["loc"]) or "request"
+            name = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".") or "request"
             message = err["msg"].removeprefix("Value error, ")
             raise InvalidRequest(name, f"{message}, got {err.get('input')!r}"[:300]) from None
 
@@ -238,6 +230,7 @@ class GenerationResult:
     images: list[GeneratedImage]
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    control_maps: list[Image.Image] = field(default_factory=list)  # ControlNet units' detected maps
 
     @property
     def paths(self) -> list[Path]:

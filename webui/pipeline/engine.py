@@ -7,6 +7,7 @@ NaN guard, paste back the unmasked area. Saving and history belong to the servic
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import inspect
 import logging
@@ -18,8 +19,10 @@ from typing import Any
 import diffusers
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
+from webui.controlnet.apply import ActiveUnit, ControlHook
+from webui.controlnet.detect import detect
 from webui.errors import GenerationFailed, ImageSkipped
 from webui.networks.lora import LORA_KINDS, LoraUse
 from webui.outputs.infotext import infotext_for
@@ -135,9 +138,14 @@ class Engine:
 
     # -- the run -------------------------------------------------------------------------------------
     def generate(
-        self, request: GenerationRequest, on_step: StepCallback | None = None, notes: list[str] | None = None
+        self,
+        request: GenerationRequest,
+        on_step: StepCallback | None = None,
+        notes: list[str] | None = None,
+        maps: list[Image.Image] | None = None,
     ) -> Iterator[GeneratedImage]:
-        """Yield each finished image (not yet saved); things the user should know are appended to ``notes``."""
+        """Yield each finished image (not yet saved); things the user should know are appended to ``notes``,
+        and the ControlNet units' detected maps (those with ``save_detected_map``) to ``maps``."""
         notes = [] if notes is None else notes
         # 1. Resolve the request against what is on disk and load or reuse the weights.
         model = self.weights.use(request.checkpoint)
@@ -151,6 +159,7 @@ class Engine:
         prepared = self._prepare(request, model, base_seed, notes)
         pipe = self.pipeline_for(model, prepared.pipeline_mode)
         self._set_vae_tiling(model, request)
+        control, control_info = self._controls(request, model, prepared, base_seed, maps)
 
         # 3. Extra networks: the tags leave the text the encoder sees; LoRAs are on for this job only.
         encoded, uses = self._networks(request, notes)
@@ -158,14 +167,63 @@ class Engine:
             applied = self.weights.loras.apply(model, pipe, uses)
             texts = [encoded.prompt, encoded.negative_prompt]
             words = self.weights.embeddings.prepare(model, pipe, texts, notes)
-            extra = {}
+            extra: dict[str, Any] = dict(control_info)
             if applied:
                 extra["Lora hashes"] = ", ".join(f"{a.use.name}: {a.short_hash}" for a in applied)
             if words:
                 extra["TI hashes"] = ", ".join(f"{word}: {short}" for word, short in words)
-            yield from self._batches(request, model, pipe, prepared, encoded, seeds, vae, extra, notes, on_step)
+            hooked = control.attached(model.components["unet"]) if control else contextlib.nullcontext()
+            with hooked:
+                yield from self._batches(
+                    request, model, pipe, prepared, encoded, seeds, vae, extra, notes, on_step, control
+                )
         finally:
             self.weights.loras.deactivate(pipe)
+
+    def _controls(
+        self,
+        request: GenerationRequest,
+        model: ActiveModel,
+        prepared: _Prepared,
+        seed: int,
+        maps: list[Image.Image] | None,
+    ) -> tuple[ControlHook | None, dict[str, str]]:
+        """The enabled ControlNet units, detected and loaded: the hook that runs them (None when no unit has a
+        weight) and their infotext entries, numbered as the extension numbers enabled units."""
+        units = [(index, unit) for index, unit in enumerate(request.controlnet_units) if unit.enabled]
+        if not units:
+            return None, {}
+        base = dict(model.components["unet"].config)
+        crop = (prepared.original.size, prepared.region.box) if prepared.original and prepared.region else None
+        mask = request.mask
+        if mask is not None and request.inpainting_mask_invert:
+            mask = ImageOps.invert(mask.convert("L"))
+        active: list[ActiveUnit] = []
+        info: dict[str, str] = {}
+        for number, (index, unit) in enumerate(units):
+            detected = detect(
+                unit,
+                width=request.width,
+                height=request.height,
+                where=f"controlnet_units[{index}]",
+                fallback_image=request.init_image,
+                fallback_mask=mask,
+                crop=crop,
+                seed=seed,
+                annotators=self.weights.settings.annotators_path,
+            )
+            loaded = self.weights.controlnets.load(unit.model, base, self.device.dtype, self.device.device)
+            info[f"ControlNet {number}"] = unit.infotext(loaded.info.title, detected.resolution)
+            if maps is not None and unit.save_detected_map:
+                maps.append(detected.image)
+            if unit.weight > 0:
+                hint = torch.from_numpy(detected.hint).permute(2, 0, 1)[None].contiguous()
+                active.append(
+                    ActiveUnit(
+                        loaded.model, hint, unit.weight, unit.guidance_start, unit.guidance_end, unit.control_mode
+                    )
+                )
+        return (ControlHook(active, guided=request.cfg_scale > 1.0) if active else None), info
 
     def _networks(self, request: GenerationRequest, notes: list[str]) -> tuple[GenerationRequest, list[LoraUse]]:
         """The request as the text encoder sees it (no ``<...>`` tags) and the LoRAs its prompts ask for."""
@@ -191,6 +249,7 @@ class Engine:
         extra: dict[str, Any],
         notes: list[str],
         on_step: StepCallback | None,
+        control: ControlHook | None = None,
     ) -> Iterator[GeneratedImage]:
         sampler_name, schedule = schedule_label(request.sampler_name, request.scheduler)
         conditioning = self._conditioning(pipe, model, encoded, prepared, request.batch_size)  # once per job
@@ -201,9 +260,11 @@ class Engine:
                 model.scheduler_config, request.sampler_name, request.scheduler, batch_seeds[0]
             )
             generators = [torch.Generator("cpu").manual_seed(s) for s in batch_seeds]
+            if control is not None:
+                control.advance(0, request.steps)
             try:
                 with torch.inference_mode():
-                    callback = self._step_callback(model, on_step, iteration, request.n_iter, conditioning)
+                    callback = self._step_callback(model, on_step, iteration, request.n_iter, conditioning, control)
                     inputs = ["latents", "prompt_embeds"] + (["add_text_embeds"] if model.arch.family == "sdxl" else [])
                     latents = pipe(
                         **self._embeds_args(conditioning, 0, model),
@@ -355,6 +416,7 @@ class Engine:
         iteration: int,
         iterations: int,
         conditioning: StepConditioning,
+        control: ControlHook | None = None,
     ) -> Callable[..., dict[str, Any]]:
         preview = self._previewer(model)
         sdxl = model.arch.family == "sdxl"
@@ -362,6 +424,8 @@ class Engine:
         run_steps = conditioning.ranges[-1][0] if conditioning.changes else 0
 
         def callback(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            if control is not None:
+                control.advance(i + 1, pipe.num_timesteps)
             if on_step is not None:
                 latents = tensors["latents"]
                 scale = int(getattr(pipe, "vae_scale_factor", 8))

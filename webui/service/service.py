@@ -20,6 +20,7 @@ from webui.errors import (
     ImageSkipped,
     JobCancelled,
     JobNotFound,
+    ModelNotFound,
     QueueFull,
 )
 from webui.outputs.history import HistoryIndex
@@ -74,9 +75,21 @@ class GenerationService:
         if request.checkpoint:
             self.engine.weights.checkpoints.get(request.checkpoint)  # unknown name: ModelNotFound now, not later
         self.engine.weights.vaes.check(request.vae)
+        self._check_controlnets(request)
         self._check_prompts(request)
         job = Job(request=request, run=self._run_generation, owner=owner)
         return self._enqueue(job)
+
+    def _check_controlnets(self, request: GenerationRequest) -> None:
+        """An enabled unit naming no listed ControlNet is refused now, naming the unit."""
+        for index, unit in enumerate(request.controlnet_units):
+            if unit.enabled:
+                library = self.engine.weights.controlnets
+                try:
+                    library.find(unit.model)
+                except ModelNotFound as exc:
+                    known = [info.name for info in library.registry.list()]
+                    raise ModelNotFound(f"controlnet_units[{index}].model", exc.name, known) from None
 
     def _check_prompts(self, request: GenerationRequest) -> None:
         """Malformed syntax (tags, weights, editing) and unknown LoRA names are refused now, naming the field,
@@ -295,7 +308,7 @@ class GenerationService:
                 **({"preview": preview} if preview is not None else {}),
             )
 
-        for generated in self.engine.generate(request, on_step, result.notes):
+        for generated in self.engine.generate(request, on_step, result.notes, result.control_maps):
             job.raise_if_cancelled()
             if request.save_images:
                 prefs = self.preferences.current

@@ -201,3 +201,31 @@ def to_original_layout(components: Mapping[str, Any], *, family: str | None = No
     if scheduler is not None and scheduler.config.get("prediction_type") == "v_prediction":
         out["v_pred"] = torch.zeros(0)
     return {k: v.detach().clone().contiguous() for k, v in out.items()}
+
+
+def controlnet_to_original(controlnet: Any) -> dict[str, Tensor]:
+    """A ``ControlNetModel`` in the original layout the SD1.5 ControlNet files use (``input_blocks``,
+    ``zero_convs``, ``middle_block_out``, ``input_hint_block``), as fresh tensors.
+
+    Its input side is a U-Net's, named the same way; the conditioning embedding's convolutions sit at the even
+    indices of ``input_hint_block`` (the odd ones are its activations).
+    """
+    layers = int(controlnet.config.layers_per_block)
+    state = controlnet.state_dict()
+    blocks = len({k.split(".")[2] for k in state if k.startswith("controlnet_cond_embedding.blocks.")})
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if m := re.match(r"controlnet_down_blocks\.(\d+)\.(.+)", key):
+            name = f"zero_convs.{m[1]}.0.{m[2]}"
+        elif m := re.match(r"controlnet_mid_block\.(.+)", key):
+            name = f"middle_block_out.0.{m[1]}"
+        elif m := re.match(r"controlnet_cond_embedding\.conv_in\.(.+)", key):
+            name = f"input_hint_block.0.{m[1]}"
+        elif m := re.match(r"controlnet_cond_embedding\.blocks\.(\d+)\.(.+)", key):
+            name = f"input_hint_block.{2 * (int(m[1]) + 1)}.{m[2]}"
+        elif m := re.match(r"controlnet_cond_embedding\.conv_out\.(.+)", key):
+            name = f"input_hint_block.{2 * (blocks + 1)}.{m[1]}"
+        else:
+            name = _unet_key(key, layers, [])
+        out[name] = value.detach().clone().contiguous()
+    return out

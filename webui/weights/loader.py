@@ -84,6 +84,15 @@ def _aligned(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.clone()
 
 
+def build_with_weights(
+    path: Path, what: str, factory: Callable[[], torch.nn.Module], weights: Mapping[str, Any], dtype: torch.dtype
+) -> torch.nn.Module:
+    """A module built without random init and filled with ``weights``; any mismatch is a ModelLoadError."""
+    model = _empty(factory)
+    _assign(path, what, model, weights, dtype)
+    return model
+
+
 def _assign(path: Path, what: str, model: torch.nn.Module, weights: Mapping[str, Any], dtype: torch.dtype) -> None:
     """Puts converted tensors into ``model``; any missing, extra or mis-shaped tensor is a ModelLoadError."""
     weights = {k: v for k, v in weights.items() if v is not None}

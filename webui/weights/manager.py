@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from webui.controlnet.models import ControlNetLibrary
 from webui.demo.weights import DEMO_EMBEDDING_PATH, DEMO_LORA_PATH, DEMO_MODEL_PATH
 from webui.errors import EaselError, ModelLoadError
 from webui.networks.embeddings import EmbeddingLibrary
@@ -63,17 +64,19 @@ class WeightsManager:
         demo_embedding = [DEMO_EMBEDDING_PATH] if settings.demo_model else []
         self.loras = LoraLibrary(settings.lora_path, self.hash_cache, builtins=demo_lora)
         self.embeddings = EmbeddingLibrary(settings.embeddings_path, self.hash_cache, builtins=demo_embedding)
+        self.controlnets = ControlNetLibrary(settings.controlnet_path, self.hash_cache)
         self.active: ActiveModel | None = None
         self.ram_cache = settings.ckpt_cache  # models parked in RAM after a switch; the service follows Settings
         # Models used before, parked in RAM (most recent last), so switching back skips the load.
         self._parked: OrderedDict[Path, ActiveModel] = OrderedDict()
 
     def refresh(self) -> list[CheckpointInfo]:
-        """Rescan the checkpoint, VAE and LoRA folders (the UI's refresh button does them all)."""
+        """Rescan the checkpoint, VAE, LoRA, embedding and ControlNet folders (the UI's refresh button does them all)."""
         self.checkpoints.refresh()
         self.vaes.registry.refresh()
         self.loras.registry.refresh()
         self.embeddings.registry.refresh()
+        self.controlnets.registry.refresh()
         return self.checkpoints.list()
 
     def default_checkpoint(self) -> CheckpointInfo:

@@ -77,6 +77,7 @@ class ModelRegistry:
         *,
         label: str = "checkpoint",
         diffusers_folders: bool = True,
+        folder_marker: str = "model_index.json",
         builtins: Sequence[Path] = (),
     ) -> None:
         self.root = Path(root)
@@ -84,6 +85,7 @@ class ModelRegistry:
         self.extensions = tuple(e.lower() for e in extensions)
         self.label = label
         self.diffusers_folders = diffusers_folders
+        self.folder_marker = folder_marker  # the file that makes a folder one model (ControlNets: config.json)
         # Files shipped with Easel, listed after the user's own; a user file of the same name hides one.
         self.builtins = tuple(Path(p) for p in builtins)
         self.errors: dict[str, str] = {}
@@ -173,7 +175,7 @@ class ModelRegistry:
                 continue
             try:
                 if entry.is_dir():
-                    if self.diffusers_folders and (path / "model_index.json").is_file():
+                    if self.diffusers_folders and (path / self.folder_marker).is_file():
                         found.append(self._folder_info(path))
                     else:
                         self._scan(path, root_real, found, visited)
@@ -198,5 +200,5 @@ class ModelRegistry:
     def _folder_info(self, path: Path) -> CheckpointInfo:
         name = path.relative_to(self.root).as_posix()
         size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-        mtime = (path / "model_index.json").stat().st_mtime
+        mtime = (path / self.folder_marker).stat().st_mtime
         return CheckpointInfo(path, name, name, "diffusers", size, mtime)

@@ -32,13 +32,16 @@ def _indices(state_dict: Mapping[str, Any], pattern: str) -> list[int]:
     return sorted(found)
 
 
-def unet_overrides(unet: Mapping[str, Any], family: str, pooled_dim: int | None = None) -> dict[str, Any]:
+def unet_overrides(
+    unet: Mapping[str, Any], family: str, pooled_dim: int | None = None, *, require_out: bool = True
+) -> dict[str, Any]:
     """U-Net config from original (LDM) keys with the ``model.diffusion_model.`` prefix removed.
 
     The LDM layout numbers ``input_blocks`` flat: after ``input_blocks.0`` (conv_in) each level has
     ``layers_per_block`` res blocks (with a ``.1`` spatial transformer when the level attends), then one
     downsampler ``.0.op`` between levels. ``pooled_dim`` (SDXL) is the second text encoder's projection width,
     which with the size embedding's input width gives the time-embedding width of each size/crop number.
+    A ControlNet has the same input side but no output layers: ``require_out=False`` reads it.
     """
     conv_in = require(unet, "input_blocks.0.0.weight")
     levels: list[list[int]] = [[]]
@@ -64,7 +67,7 @@ def unet_overrides(unet: Mapping[str, Any], family: str, pooled_dim: int | None 
         raise LayoutError("the U-Net has no cross-attention layers")
     overrides: dict[str, Any] = {
         "in_channels": int(conv_in.shape[1]),
-        "out_channels": int(require(unet, "out.2.weight").shape[0]),
+        "out_channels": int(require(unet, "out.2.weight").shape[0]) if require_out else 4,
         "block_out_channels": block_out,
         "layers_per_block": len(levels[0]),
         "down_block_types": ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attends],
