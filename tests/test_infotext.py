@@ -434,3 +434,277 @@ def test_decode_user_comment_variants() -> None:
     assert decode_user_comment(b"UNICODE\0" + "\ufeffhi".encode("utf-16-be")) == "hi"
     assert decode_user_comment("UNICODE\0text") == "text"
     assert decode_user_comment(b"no prefix at all") == "no prefix at all"
+
+
+# -- other tools' metadata -------------------------------------------------------------------------------------
+# Each image below carries its tool's chunks as that tool writes them (names, JSON shapes, value types), so the
+# readers are tested on what users actually drop into PNG Info.
+
+NOVELAI_COMMENT = {
+    "prompt": "1girl, silver hair, library, best quality, amazing quality",
+    "steps": 28,
+    "height": 1216,
+    "width": 832,
+    "scale": 5.0,
+    "uncond_scale": 1.0,
+    "cfg_rescale": 0.0,
+    "seed": 1932418571,
+    "n_samples": 1,
+    "hide_debug_overlay": False,
+    "noise_schedule": "native",
+    "legacy_v3_extend": False,
+    "sampler": "k_euler_ancestral",
+    "controlnet_strength": 1.0,
+    "controlnet_model": None,
+    "dynamic_thresholding": False,
+    "sm": False,
+    "sm_dyn": False,
+    "skip_cfg_below_sigma": 0.0,
+    "lora_unet_weights": None,
+    "lora_clip_weights": None,
+    "uc": "lowres, bad anatomy, bad hands, text, error",
+    "request_type": "PromptGenerateRequest",
+    "signed_hash": "c2lnbmF0dXJl",
+}
+
+# ComfyUI's default workflow as its "prompt" chunk holds it (API format: node id -> class_type and inputs, a link
+# being [node id, output index]).
+COMFYUI_DEFAULT = {
+    "3": {"inputs": {"seed": 156680208700286, "steps": 20, "cfg": 8, "sampler_name": "euler", "scheduler": "normal",
+                     "denoise": 1, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
+                     "latent_image": ["5", 0]}, "class_type": "KSampler", "_meta": {"title": "KSampler"}},
+    "4": {"inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"}, "class_type": "CheckpointLoaderSimple",
+          "_meta": {"title": "Load Checkpoint"}},
+    "5": {"inputs": {"width": 512, "height": 512, "batch_size": 1}, "class_type": "EmptyLatentImage",
+          "_meta": {"title": "Empty Latent Image"}},
+    "6": {"inputs": {"text": "beautiful scenery nature glass bottle landscape, , purple galaxy bottle,",
+                     "clip": ["4", 1]}, "class_type": "CLIPTextEncode", "_meta": {"title": "CLIP Text Encode (Prompt)"}},
+    "7": {"inputs": {"text": "text, watermark", "clip": ["4", 1]}, "class_type": "CLIPTextEncode",
+          "_meta": {"title": "CLIP Text Encode (Prompt)"}},
+    "8": {"inputs": {"samples": ["3", 0], "vae": ["4", 2]}, "class_type": "VAEDecode", "_meta": {"title": "VAE Decode"}},
+    "9": {"inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}, "class_type": "SaveImage",
+          "_meta": {"title": "Save Image"}},
+}  # fmt: skip
+
+INVOKEAI_METADATA = {
+    "generation_mode": "sdxl_txt2img",
+    "positive_prompt": "a lighthouse on a cliff at dusk, dramatic clouds",
+    "negative_prompt": "blurry, lowres",
+    "width": 1024,
+    "height": 768,
+    "seed": 3367584713,
+    "rand_device": "cpu",
+    "cfg_scale": 6.5,
+    "cfg_rescale_multiplier": 0,
+    "steps": 30,
+    "scheduler": "dpmpp_2m_k",
+    "model": {
+        "key": "6d5a1c2e-8f0b-4c55-9d1e-2a9f3f6b7c10",
+        "hash": "blake3:5f2bd5e9b5c2f0a1d1c3e9e8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8",
+        "name": "Juggernaut XL v9",
+        "base": "sdxl",
+        "type": "main",
+    },
+    "positive_style_prompt": "a lighthouse on a cliff at dusk, dramatic clouds",
+    "negative_style_prompt": "blurry, lowres",
+    "app_version": "4.2.4",
+}
+
+FOOOCUS_PARAMETERS = {
+    "adm_guidance": "(1.5, 0.8, 0.3)",
+    "base_model": "juggernautXL_v8Rundiffusion",
+    "base_model_hash": "aeb7e9e6897a1e58b10494bd989d001e3d4bc9b634633cd7b559838f612c2867",
+    "full_negative_prompt": ["(worst quality, low quality, normal quality, lowres:1.4)", "unrealistic, cartoon"],
+    "full_prompt": ["a red fox in the snow", "cinematic still, emotional, harmonious, vignette, highly detailed"],
+    "guidance_scale": 4,
+    "loras": [["sd_xl_offset_example-lora_1.0", 0.1, "4852686128"]],
+    "metadata_scheme": "fooocus",
+    "negative_prompt": "",
+    "performance": "Speed",
+    "prompt": "a red fox in the snow",
+    "prompt_expansion": "",
+    "refiner_model": "None",
+    "refiner_switch": 0.5,
+    "resolution": "(1152, 896)",
+    "sampler": "dpmpp_2m_sde_gpu",
+    "scheduler": "karras",
+    "seed": "4239158913",
+    "sharpness": 2,
+    "steps": 30,
+    "styles": "['Fooocus V2', 'Fooocus Photograph']",
+    "vae": "Default (model)",
+    "version": "Fooocus v2.5.5",
+}
+
+
+def _png_with(chunks: dict[str, str], size: tuple[int, int] = (64, 64)) -> Image.Image:
+    """A PNG (re-opened from bytes, as an upload is) carrying ``chunks`` as text chunks."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in chunks.items():
+        info.add_text(key, value)
+    buffer = io.BytesIO()
+    _image(size).save(buffer, format="PNG", pnginfo=info)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+def novelai_png() -> Image.Image:
+    import json
+
+    return _png_with(
+        {
+            "Title": "AI generated image",
+            "Description": "1girl, silver hair, library, best quality, amazing quality",
+            "Software": "NovelAI",
+            "Source": "NovelAI Diffusion V3 7BCCAA2C",
+            "Generation time": "4.9",
+            "Comment": json.dumps(NOVELAI_COMMENT),
+        },
+        size=(832, 1216),
+    )
+
+
+def comfyui_png(graph: dict | None = None, size: tuple[int, int] = (512, 512)) -> Image.Image:
+    import json
+
+    workflow = {"last_node_id": 9, "last_link_id": 9, "nodes": [], "links": [], "version": 0.4}
+    return _png_with({"prompt": json.dumps(graph or COMFYUI_DEFAULT), "workflow": json.dumps(workflow)}, size=size)
+
+
+def test_novelai_description_and_comment_read_as_infotext() -> None:
+    with novelai_png() as image:
+        text = read_infotext(image)
+    assert text == (
+        "1girl, silver hair, library, best quality, amazing quality\n"
+        "Negative prompt: lowres, bad anatomy, bad hands, text, error\n"
+        "Steps: 28, Sampler: Euler a, CFG scale: 5, Seed: 1932418571, Size: 832x1216, "
+        "Model: NovelAI Diffusion V3 7BCCAA2C"
+    )
+    fields = request_fields_from_infotext(parse_infotext(text))
+    assert GenerationRequest.build(**{k: v for k, v in fields.items() if k != "checkpoint"}).seed == 1932418571
+
+
+def test_comfyui_graph_is_followed_from_the_ksampler_to_its_text_encoders() -> None:
+    with comfyui_png() as image:
+        text = read_infotext(image)
+    assert text == (
+        "beautiful scenery nature glass bottle landscape, , purple galaxy bottle,\n"
+        "Negative prompt: text, watermark\n"
+        "Steps: 20, Sampler: Euler, Schedule type: Uniform, CFG scale: 8, Seed: 156680208700286, Size: 512x512, "
+        "Model: v1-5-pruned-emaonly"
+    )
+
+
+def test_comfyui_advanced_sampler_through_lora_controlnet_and_a_hires_pass() -> None:
+    """A real-world graph: KSamplerAdvanced (``noise_seed``) fed through a LoRA loader and a ControlNet apply node
+    (which hands on both conditionings), SDXL text encoders, and a second, hires KSampler that must not win."""
+    graph = {
+        "10": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "SDXL\\sd_xl_base_1.0.safetensors"}},
+        "11": {"class_type": "LoraLoader", "inputs": {"lora_name": "detail.safetensors", "strength_model": 0.8,
+                                                       "strength_clip": 0.8, "model": ["10", 0], "clip": ["10", 1]}},
+        "12": {"class_type": "CLIPTextEncodeSDXL", "inputs": {"text_g": "a castle on a hill", "text_l": "castle",
+                                                              "width": 1024, "height": 1024, "clip": ["11", 1]}},
+        "13": {"class_type": "CLIPTextEncode", "inputs": {"text": ["20", 0], "clip": ["11", 1]}},
+        "20": {"class_type": "PrimitiveString", "inputs": {"value": "fog, people"}},
+        "14": {"class_type": "ControlNetApplyAdvanced", "inputs": {"positive": ["12", 0], "negative": ["13", 0],
+                                                                   "control_net": ["15", 0], "image": ["16", 0],
+                                                                   "strength": 0.6}},
+        "17": {"class_type": "EmptyLatentImage", "inputs": {"width": 896, "height": 1152, "batch_size": 1}},
+        "18": {"class_type": "KSamplerAdvanced", "inputs": {
+            "add_noise": "enable", "noise_seed": 987654321, "steps": 25, "cfg": 6.5, "sampler_name": "dpmpp_2m_sde_gpu",
+            "scheduler": "karras", "positive": ["14", 0], "negative": ["14", 1], "latent_image": ["17", 0],
+            "start_at_step": 0, "end_at_step": 10000, "return_with_leftover_noise": "disable", "model": ["11", 0]}},
+        "19": {"class_type": "LatentUpscaleBy", "inputs": {"samples": ["18", 0], "upscale_method": "nearest-exact",
+                                                           "scale_by": 1.5}},
+        "2": {"class_type": "KSampler", "inputs": {
+            "seed": 1, "steps": 10, "cfg": 6.5, "sampler_name": "euler", "scheduler": "normal", "denoise": 0.45,
+            "model": ["11", 0], "positive": ["14", 0], "negative": ["14", 1], "latent_image": ["19", 0]}},
+    }  # fmt: skip
+    with comfyui_png(graph, size=(1344, 1728)) as image:
+        parsed = parse_infotext(read_infotext(image))
+    assert (parsed["Prompt"], parsed["Negative prompt"]) == ("a castle on a hill", "fog, people")
+    assert (parsed["Seed"], parsed["Steps"], parsed["CFG scale"]) == (987654321, 25, 6.5)
+    assert (parsed["Sampler"], parsed["Schedule type"]) == ("DPM++ 2M SDE", "Karras")
+    assert (parsed["Size-1"], parsed["Size-2"], parsed["Model"]) == (896, 1152, "sd_xl_base_1.0")
+    assert "Denoising strength" not in parsed
+
+
+def test_invokeai_metadata_reads_as_infotext() -> None:
+    import json
+
+    graph = json.dumps({"id": "sdxl_graph", "nodes": {}, "edges": []})
+    with _png_with({"invokeai_metadata": json.dumps(INVOKEAI_METADATA), "invokeai_graph": graph}) as image:
+        text = read_infotext(image)
+    assert text == (
+        "a lighthouse on a cliff at dusk, dramatic clouds\n"
+        "Negative prompt: blurry, lowres\n"
+        "Steps: 30, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 3367584713, Size: 1024x768, "
+        "Model: Juggernaut XL v9, Version: InvokeAI 4.2.4"
+    )
+    old = {**INVOKEAI_METADATA, "model": {"model_name": "amixx_3Prunedfp16", "base_model": "sd-1"}, "clip_skip": 1}
+    with _png_with({"invokeai_metadata": json.dumps(old)}) as image:
+        parsed = parse_infotext(read_infotext(image))
+    assert (parsed["Model"], parsed["Clip skip"]) == ("amixx_3Prunedfp16", 2)  # InvokeAI 3: one layer skipped
+
+
+def test_fooocus_json_parameters_read_as_infotext() -> None:
+    import json
+
+    with _png_with({"parameters": json.dumps(FOOOCUS_PARAMETERS), "fooocus_scheme": "fooocus"}) as image:
+        text = read_infotext(image)
+    assert text == (
+        "a red fox in the snow, cinematic still, emotional, harmonious, vignette, highly detailed\n"
+        "Negative prompt: (worst quality, low quality, normal quality, lowres:1.4), unrealistic, cartoon\n"
+        "Steps: 30, Sampler: DPM++ 2M SDE, Schedule type: Karras, CFG scale: 4, Seed: 4239158913, Size: 1152x896, "
+        "Model hash: aeb7e9e689, Model: juggernautXL_v8Rundiffusion, Version: Fooocus v2.5.5"
+    )
+
+
+def test_fooocus_json_in_a_jpegs_exif_user_comment() -> None:
+    """Fooocus's JPEGs put the same JSON in IFD0's UserComment (not the Exif IFD A1111 uses)."""
+    import json
+
+    exif = Image.Exif()
+    exif[0x9286] = json.dumps(FOOOCUS_PARAMETERS)
+    exif[0x927C] = "fooocus"
+    buffer = io.BytesIO()
+    _image().save(buffer, format="JPEG", exif=exif)
+    with Image.open(io.BytesIO(buffer.getvalue())) as image:
+        parsed = parse_infotext(read_infotext(image))
+    assert parsed["Prompt"].startswith("a red fox in the snow, cinematic") and parsed["Seed"] == 4239158913
+
+
+def test_an_unknown_sampler_is_left_out_and_a_foreign_chunk_that_is_not_json_is_ignored() -> None:
+    import json
+
+    graph = json.loads(json.dumps(COMFYUI_DEFAULT))
+    graph["3"]["inputs"]["sampler_name"] = "res_multistep"  # a ComfyUI sampler Easel does not have
+    with comfyui_png(graph) as image:
+        parsed = parse_infotext(read_infotext(image))
+    assert "Sampler" not in parsed and parsed["Steps"] == 20
+    # Karras sigmas with Euler a are NovelAI's, not something Easel's Euler a can run: the schedule is dropped.
+    karras = {**NOVELAI_COMMENT, "noise_schedule": "karras"}
+    with _png_with({"Software": "NovelAI", "Description": "x", "Comment": json.dumps(karras)}) as image:
+        parsed = parse_infotext(read_infotext(image))
+    assert parsed["Sampler"] == "Euler a" and parsed["Schedule type"] == "Automatic"  # the parser's default
+    with _png_with({"prompt": "just a caption someone typed", "Software": "NovelAI", "Comment": "{broken"}) as image:
+        assert read_infotext(image) is None
+    # A1111's own text always wins over another tool's chunks in the same file.
+    with _png_with({"parameters": A1111_EXAMPLE, "prompt": json.dumps(COMFYUI_DEFAULT)}) as image:
+        assert read_infotext(image) == A1111_EXAMPLE
+
+
+def test_a_cyclic_comfyui_graph_ends() -> None:
+    graph = {
+        "1": {"class_type": "KSampler", "inputs": {"seed": ["2", 0], "steps": 5, "cfg": 7, "sampler_name": "euler",
+                                                   "scheduler": "karras", "positive": ["3", 0], "negative": ["3", 0],
+                                                   "latent_image": ["4", 0], "model": ["5", 0]}},
+        "2": {"class_type": "SeedLoop", "inputs": {"seed": ["2", 0]}},
+        "3": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["3", 0], "conditioning_2": ["3", 0]}},
+        "4": {"class_type": "LatentLoop", "inputs": {"samples": ["4", 0]}},
+        "5": {"class_type": "ModelLoop", "inputs": {"model": ["5", 0]}},
+    }  # fmt: skip
+    with comfyui_png(graph, size=(64, 48)) as image:
+        parsed = parse_infotext(read_infotext(image))
+    assert (parsed["Steps"], parsed["Size-1"], parsed["Size-2"]) == (5, 64, 48) and "Seed" not in parsed

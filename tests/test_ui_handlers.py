@@ -230,3 +230,32 @@ def test_the_checkpoint_choice_keeps_its_value_when_the_title_gains_its_hash(
     dropdown = next(b for b in page.blocks.values() if isinstance(b, gr.Dropdown) and b.elem_id == "setting_checkpoint")
     dropdown.choices = after["choices"]
     assert dropdown.preprocess(before["value"]) == "tiny.safetensors"  # what a click sent before the hash is valid
+
+
+def test_png_info_shows_a_comfyui_images_parameters_and_sends_them_to_txt2img(tmp_path: Path) -> None:
+    from tests.test_infotext import comfyui_png
+
+    path = tmp_path / "ComfyUI_00001_.png"
+    with comfyui_png() as image:
+        image.save(path, pnginfo=_text_chunks(image))
+    text, rows = read_parameters(str(path))
+    assert text.startswith("beautiful scenery nature glass bottle landscape")
+    assert ["Negative prompt", "text, watermark"] in rows and ["Seed", "156680208700286"] in rows
+    assert ["Sampler", "Euler"] in rows and ["Model", "v1-5-pruned-emaonly"] in rows and ["Size", "512x512"] in rows
+    values = forms.values_from_infotext(text)
+    assert (values["steps"], values["cfg_scale"], values["sampler_name"], values["scheduler"]) == (
+        20,
+        8.0,
+        "Euler",
+        "Uniform",
+    )
+
+
+def _text_chunks(image: Image.Image):
+    """The image's text chunks, to write them again into a saved copy."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in image.text.items():
+        info.add_text(key, value)
+    return info

@@ -14,6 +14,7 @@ from PIL import Image
 import webui
 from webui import samplers
 from webui.errors import InvalidRequest
+from webui.outputs.other_tools import ToolParameters, fooocus_from_text, read_other_tool
 from webui.types import MASKED_CONTENT_LABELS, GenerationRequest, MaskedContent, Mode
 
 # The keys A1111 1.10 writes first, in the order of ``create_infotext``'s ``generation_params`` dict; clients that
@@ -305,25 +306,44 @@ def _sampler_fields(sampler_name: str, schedule: str) -> dict[str, Any]:
 
 
 def read_infotext(image: Image.Image) -> str | None:
-    """The infotext stored in an image: PNG ``parameters`` text, else EXIF UserComment (JPEG, WebP), else GIF comment."""
+    """The infotext stored in an image, as A1111 would write it, from whichever tool made it.
+
+    In order: A1111's PNG ``parameters`` text (Fooocus's JSON there is converted), the chunks of NovelAI, InvokeAI
+    and ComfyUI (``webui.outputs.other_tools``), EXIF UserComment (JPEG, WebP), a GIF comment.
+    """
     text = image.info.get("parameters")
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")
     if isinstance(text, str) and text:
-        return text
-    try:
-        comment = image.getexif().get_ifd(_EXIF_IFD).get(_EXIF_USER_COMMENT)
-    except Exception:  # malformed EXIF in an arbitrary upload reads as "no infotext", not a crash
-        log.debug("unreadable EXIF in %s image", image.format, exc_info=True)
-        comment = None
+        return _converted(fooocus_from_text(text, image.size)) or text
+    found = read_other_tool(image.info, image.size)
+    if found is not None:
+        return _converted(found)
+    comment = _user_comment(image)
     if comment:
-        decoded = decode_user_comment(comment)
-        if decoded:
-            return decoded
+        return _converted(fooocus_from_text(comment, image.size)) or comment
     if image.format == "GIF" and image.info.get("comment"):
         comment = image.info["comment"]
         return comment.decode("utf-8", errors="replace") if isinstance(comment, bytes) else str(comment)
     return None
+
+
+def _converted(found: ToolParameters | None) -> str | None:
+    """Another tool's parameters as an infotext; ``None`` when there was nothing to convert."""
+    if found is None:
+        return None
+    return format_infotext(found.prompt, found.negative_prompt, found.params)
+
+
+def _user_comment(image: Image.Image) -> str | None:
+    """EXIF UserComment: in the Exif IFD where A1111 (piexif) puts it, or in IFD0 where Fooocus does."""
+    try:
+        exif = image.getexif()
+        raw = exif.get_ifd(_EXIF_IFD).get(_EXIF_USER_COMMENT) or exif.get(_EXIF_USER_COMMENT)
+    except Exception:  # malformed EXIF in an arbitrary upload reads as "no infotext", not a crash
+        log.debug("unreadable EXIF in %s image", image.format, exc_info=True)
+        return None
+    return decode_user_comment(raw) or None if raw else None
 
 
 def decode_user_comment(raw: bytes | str) -> str:
