@@ -81,3 +81,34 @@ def test_saving_follows_the_format_folder_and_infotext_settings(tmp_path: Path) 
         assert all(event.preview is None for event in job.updates(timeout=10))
     finally:
         service.stop()
+
+
+def test_a_folder_that_is_a_symlink_out_of_the_data_folder_is_refused(tmp_path: Path) -> None:
+    """``..`` and absolute paths are refused by their text; a subfolder linked elsewhere looks innocent as text, so
+    the real path is what is checked (a link that stays inside is fine)."""
+    data, outside = tmp_path / "data", tmp_path / "elsewhere"
+    (data / "inside").mkdir(parents=True)
+    outside.mkdir()
+    (data / "escape").symlink_to(outside, target_is_directory=True)
+    (data / "alias").symlink_to(data / "inside", target_is_directory=True)
+    store = PreferencesStore(data)
+    for value in ("escape", "escape/deeper"):
+        with pytest.raises(InvalidRequest) as err:
+            store.update(txt2img_folder=value, default_steps=9)
+        assert err.value.field == "txt2img_folder" and "inside the data folder" in str(err.value)
+        assert str(outside) in str(err.value)
+    assert store.current.txt2img_folder == "txt2img-images" and not (data / FILE_NAME).exists()
+    assert store.update(img2img_folder="alias/pictures").img2img_folder == "alias/pictures"
+
+
+def test_a_default_folder_linked_to_another_disk_by_the_admin_keeps_working(tmp_path: Path) -> None:
+    data, disk = tmp_path / "data", tmp_path / "big-disk"
+    data.mkdir()
+    disk.mkdir()
+    (data / "txt2img-images").symlink_to(disk, target_is_directory=True)
+    store = PreferencesStore(data)
+    saved = store.update(txt2img_folder="txt2img-images", jpeg_quality=70)  # the form sends every value back
+    assert (saved.txt2img_folder, saved.jpeg_quality) == ("txt2img-images", 70)
+    with pytest.raises(InvalidRequest) as err:
+        store.update(img2img_folder="txt2img-images")  # but no other setting may be pointed at the link
+    assert err.value.field == "img2img_folder"

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 FILE_NAME = "easel-settings.json"
 FORMATS = ("png", "jpg", "webp")
+FOLDER_FIELDS = ("txt2img_folder", "img2img_folder")
 
 
 class Preferences(BaseModel):
@@ -91,9 +92,13 @@ class PreferencesStore:
         if unknown:
             raise InvalidRequest(unknown[0], f"is not a setting (known: {', '.join(Preferences.model_fields)})")
         try:
-            return Preferences.model_validate({**self._current.model_dump(), **changes})
+            checked = Preferences.model_validate({**self._current.model_dump(), **changes})
         except ValidationError as exc:
             raise describe_error(exc) from None
+        for name in FOLDER_FIELDS:
+            if getattr(checked, name) != getattr(self._current, name):
+                self._check_stays_inside(name, getattr(checked, name))
+        return checked
 
     def update(self, **changes: Any) -> Preferences:
         """Apply and save ``changes``; ``InvalidRequest`` names the first bad one and nothing is changed."""
@@ -102,6 +107,18 @@ class PreferencesStore:
             self._write(updated)
             self._current = updated
             return updated
+
+    def _check_stays_inside(self, name: str, folder: str) -> None:
+        """The text rule (no ``..``, not absolute) cannot see the disk: a subfolder that is a symlink (or has one
+        on its way) to elsewhere would still send images out of the data folder, so the real path is checked.
+
+        Only a folder being changed is checked: an admin who links the default ``txt2img-images`` to a bigger disk
+        keeps it working, while nobody can point a setting at such a link from the Settings tab or the API.
+        """
+        data = self.path.parent.resolve()
+        real = (data / folder).resolve()
+        if real != data and data not in real.parents:
+            raise InvalidRequest(name, f"must be a folder inside the data folder, but {folder!r} leads to {real}")
 
     def _load(self) -> Preferences:
         if not self.path.is_file():
