@@ -14,6 +14,7 @@ import pytest
 
 from tests.fixtures.services import running_service
 from tests.fixtures.tiny_models import make_embedding
+from webui.networks import embeddings as embeddings_module
 from webui.outputs.infotext import parse_infotext
 from webui.types import GenerationRequest
 
@@ -34,6 +35,7 @@ def models(tmp_path_factory: pytest.TempPathFactory, tiny_sd1_ckpt: Path, tiny_s
     make_embedding(emb / "xlpurple.safetensors", "purple", family="sdxl", layout="sdxl")
     make_embedding(emb / "toowide.pt", "blue", width=768)
     (emb / "broken.pt").write_bytes(b"not a pickle")
+    (emb / "neverbroken.pt").write_bytes(b"not a pickle either")  # named only by the laziness test
     return root
 
 
@@ -95,3 +97,35 @@ def test_one_that_does_not_fit_is_skipped_with_its_reason_and_the_job_runs(servi
     assert any("bluish skipped" in n for n in notes)
     skipped = service.engine.weights.embeddings.skipped
     assert {"toowide", "broken", "bluish"} <= set(skipped)
+
+
+@pytest.fixture
+def disk_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of every file read from the embeddings folder, in order (both readers the library uses; the same
+    readers also load checkpoints, which are not counted)."""
+    reads: list[str] = []
+    for reader in ("read_embedding_object", "read_state_dict"):
+        real = getattr(embeddings_module.formats, reader)
+
+        def counting(path: Path, *args, _real=real, **kwargs):
+            if "embeddings" in Path(path).parts:
+                reads.append(Path(path).name)
+            return _real(path, *args, **kwargs)
+
+        monkeypatch.setattr(embeddings_module.formats, reader, counting)
+    return reads
+
+
+def test_embeddings_are_read_only_when_a_prompt_names_them(service, disk_reads: list[str]) -> None:
+    library = service.engine.weights.embeddings
+    _, _, notes = _run(service, "a plain circle", "a blurry square")
+    assert disk_reads == [] and notes == []  # no embedding named: no file read, however many there are
+    _, _, notes = _run(service, "a bluish circle")
+    assert set(disk_reads) <= {"bluish.pt"}  # only the named one (once, if this model has not learnt it yet)
+    assert "neverbroken" not in library.skipped and not any("neverbroken" in n for n in notes)
+
+    image, _, notes = _run(service, "a neverbroken circle")
+    assert disk_reads.count("neverbroken.pt") == 1
+    reason = library.skipped["neverbroken"]
+    assert reason and notes == [f"embedding neverbroken skipped: {reason}"]
+    assert image.shape == (SIZE, SIZE, 3)  # the job ran without it
