@@ -21,6 +21,7 @@ from webui.choices import RESIZE_MODE_LABELS as RESIZE_MODE_LABELS
 from webui.choices import MaskedContent, Mode, ResizeMode
 from webui.controlnet.units import MAX_UNITS, ControlNetUnit
 from webui.errors import InvalidRequest
+from webui.pipeline import hires
 
 SEED_MAX = 2**32 - 1
 MAX_PROMPT_CHARS = 20_000
@@ -85,19 +86,30 @@ class GenerationRequest(BaseModel):
     inpaint_full_res: bool = False
     inpaint_full_res_padding: int = 32
     inpainting_mask_invert: bool = False
+    # hires fix (txt2img): A1111's second pass at a larger size
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = 0  # 0: the first pass's steps
+    hr_resize_x: int = 0  # 0: from hr_scale (or the other side's aspect ratio)
+    hr_resize_y: int = 0
+    hr_sampler_name: str = ""  # "": the first pass's
+    hr_scheduler: str = ""
+    hr_prompt: str = ""  # "": the first pass's
+    hr_negative_prompt: str = ""
     # ControlNet (the extension's units; disabled ones are kept so infotext numbering matches the UI)
     controlnet_units: list[ControlNetUnit] = []
     # output
     save_images: bool = True
 
-    @field_validator("prompt", "negative_prompt")
+    @field_validator("prompt", "negative_prompt", "hr_prompt", "hr_negative_prompt")
     @classmethod
     def _prompt_length(cls, value: str) -> str:
         if len(value) > MAX_PROMPT_CHARS:
             raise ValueError(f"must be at most {MAX_PROMPT_CHARS} characters, got {len(value)}")
         return value
 
-    @field_validator("cfg_scale", "denoising_strength")
+    @field_validator("cfg_scale", "denoising_strength", "hr_scale")
     @classmethod
     def _finite(cls, value: float) -> float:
         if not math.isfinite(value):
@@ -118,6 +130,7 @@ class GenerationRequest(BaseModel):
         if self.mode is not Mode.TXT2IMG and self.init_image is None:
             raise InvalidRequest("init_image", f"an input image is required for {self.mode.value}")
         self._check_controlnet()
+        self._check_hires()
         if self.mode is Mode.INPAINT:
             if self.mask is None:
                 raise InvalidRequest("mask", "a mask image is required for inpaint")
@@ -129,6 +142,38 @@ class GenerationRequest(BaseModel):
                     f"got {self.mask.size[0]}x{self.mask.size[1]}",
                 )
         return self
+
+    def _check_hires(self) -> None:
+        if not self.enable_hr:
+            return
+        if self.mode is not Mode.TXT2IMG:
+            raise InvalidRequest("enable_hr", "hires fix is a txt2img option (use img2img to upscale an image)")
+        if not 1.0 <= self.hr_scale <= 4.0:
+            raise InvalidRequest("hr_scale", f"must be between 1 and 4, got {self.hr_scale:g}")
+        for name in ("hr_resize_x", "hr_resize_y"):
+            if getattr(self, name) < 0:
+                raise InvalidRequest(name, f"must be 0 (use hr_scale) or a size in pixels, got {getattr(self, name)}")
+        if self.hr_second_pass_steps < 0:
+            raise InvalidRequest(
+                "hr_second_pass_steps", f"must be 0 (same as steps) or more, got {self.hr_second_pass_steps}"
+            )
+        sampler = self.hr_sampler_name if self.hr_sampler_name not in hires.SAME else self.sampler_name
+        schedule = self.hr_scheduler if self.hr_scheduler not in hires.SAME else self.scheduler
+        try:
+            samplers.resolve(sampler, schedule)
+        except InvalidRequest as exc:
+            field = "hr_scheduler" if exc.field == "scheduler" else "hr_sampler_name"
+            raise InvalidRequest(field, exc.message) from None
+
+    def hires_plan(self) -> hires.HiresPlan | None:
+        """The second pass's size, steps and upscaler (None without hires fix)."""
+        if not self.enable_hr:
+            return None
+        width, height, crop = hires.target_size(
+            self.width, self.height, self.hr_scale, self.hr_resize_x, self.hr_resize_y
+        )
+        steps = self.hr_second_pass_steps or self.steps
+        return hires.HiresPlan(width, height, steps, self.hr_upscaler, crop)
 
     def _check_controlnet(self) -> None:
         if len(self.controlnet_units) > MAX_UNITS:
@@ -159,6 +204,17 @@ class GenerationRequest(BaseModel):
             if value % 8 or not limits.min_size <= value <= limits.max_size:
                 raise InvalidRequest(
                     name, f"must be a multiple of 8 between {limits.min_size} and {limits.max_size}, got {value}"
+                )
+        plan = self.hires_plan()
+        if plan is not None:
+            if plan.steps > limits.max_steps:
+                raise InvalidRequest("hr_second_pass_steps", f"must be at most {limits.max_steps}, got {plan.steps}")
+            if max(plan.width, plan.height) > limits.max_size or plan.width * plan.height > limits.max_pixels:
+                field = "hr_scale" if not (self.hr_resize_x or self.hr_resize_y) else "hr_resize_x"
+                raise InvalidRequest(
+                    field,
+                    f"the hires size {plan.width}x{plan.height} is over the limit ({limits.max_size} px a side, "
+                    f"{limits.max_pixels} pixels)",
                 )
         if self.width * self.height > limits.max_pixels:
             raise InvalidRequest(

@@ -23,10 +23,11 @@ from PIL import Image, ImageOps
 
 from webui.controlnet.apply import ActiveUnit, ControlHook
 from webui.controlnet.detect import detect
+from webui.controlnet.units import ControlNetUnit, HiresOption
 from webui.errors import GenerationFailed, ImageSkipped
 from webui.networks.lora import LORA_KINDS, LoraUse
 from webui.outputs.infotext import infotext_for
-from webui.pipeline import imageops
+from webui.pipeline import hires, imageops
 from webui.pipeline.device import DeviceConfig
 from webui.pipeline.preview import PreviewProjection, cheap_preview
 from webui.pipeline.schedulers import build_scheduler, schedule_label
@@ -158,25 +159,31 @@ class Engine:
         # 2. Prepare the mode's inputs (resize, mask, crop) once for all batches.
         prepared = self._prepare(request, model, base_seed, notes)
         pipe = self.pipeline_for(model, prepared.pipeline_mode)
-        self._set_vae_tiling(model, request)
-        control, control_info = self._controls(request, model, prepared, base_seed, maps)
+        plan = request.hires_plan()
+        if plan is not None and model.arch.inpaint:
+            raise GenerationFailed("enable_hr: hires fix on an inpainting checkpoint is not supported yet")
+        self._set_vae_tiling(model, max(request.width, request.height, *((plan.width, plan.height) if plan else ())))
+        # ControlNet units: per pass, since hires fix may leave a unit out of one ("Low res only"...).
+        low = (lambda unit: unit.hr_option is not HiresOption.HIGH_RES_ONLY) if plan else (lambda unit: True)
+        control, control_info = self._controls(request, model, prepared, base_seed, maps, low)
+        control_hr = None
+        if plan is not None:
+            high = lambda unit: unit.hr_option is not HiresOption.LOW_RES_ONLY  # noqa: E731
+            control_hr, _ = self._controls(request, model, prepared, base_seed, None, high, plan)
 
         # 3. Extra networks: the tags leave the text the encoder sees; LoRAs are on for this job only.
         encoded, uses = self._networks(request, notes)
         try:
             applied = self.weights.loras.apply(model, pipe, uses)
-            texts = [encoded.prompt, encoded.negative_prompt]
-            words = self.weights.embeddings.prepare(model, pipe, texts, notes)
+            texts = [encoded.prompt, encoded.negative_prompt, encoded.hr_prompt, encoded.hr_negative_prompt]
+            words = self.weights.embeddings.prepare(model, pipe, [t for t in texts if t], notes)
             extra: dict[str, Any] = dict(control_info)
             if applied:
                 extra["Lora hashes"] = ", ".join(f"{a.use.name}: {a.short_hash}" for a in applied)
             if words:
                 extra["TI hashes"] = ", ".join(f"{word}: {short}" for word, short in words)
-            hooked = control.attached(model.components["unet"]) if control else contextlib.nullcontext()
-            with hooked:
-                yield from self._batches(
-                    request, model, pipe, prepared, encoded, seeds, vae, extra, notes, on_step, control
-                )
+            passes = _Passes(control=control, plan=plan, control_hr=control_hr)
+            yield from self._batches(request, model, pipe, prepared, encoded, seeds, vae, extra, notes, on_step, passes)
         finally:
             self.weights.loras.deactivate(pipe)
 
@@ -187,13 +194,17 @@ class Engine:
         prepared: _Prepared,
         seed: int,
         maps: list[Image.Image] | None,
+        include: Callable[[ControlNetUnit], bool],
+        plan: hires.HiresPlan | None = None,
     ) -> tuple[ControlHook | None, dict[str, str]]:
-        """The enabled ControlNet units, detected and loaded: the hook that runs them (None when no unit has a
-        weight) and their infotext entries, numbered as the extension numbers enabled units."""
+        """The enabled ControlNet units, detected and loaded: the hook that runs those ``include`` accepts (None
+        when none has a weight) and every enabled unit's infotext entry, numbered as the extension numbers them.
+        With ``plan`` the maps are made at the hires pass's size."""
         units = [(index, unit) for index, unit in enumerate(request.controlnet_units) if unit.enabled]
         if not units:
             return None, {}
         base = dict(model.components["unet"].config)
+        width, height = (plan.width, plan.height) if plan else (request.width, request.height)
         crop = (prepared.original.size, prepared.region.box) if prepared.original and prepared.region else None
         mask = request.mask
         if mask is not None and request.inpainting_mask_invert:
@@ -203,8 +214,8 @@ class Engine:
         for number, (index, unit) in enumerate(units):
             detected = detect(
                 unit,
-                width=request.width,
-                height=request.height,
+                width=width,
+                height=height,
                 where=f"controlnet_units[{index}]",
                 fallback_image=request.init_image,
                 fallback_mask=mask,
@@ -216,7 +227,7 @@ class Engine:
             info[f"ControlNet {number}"] = unit.infotext(loaded.info.title, detected.resolution)
             if maps is not None and unit.save_detected_map:
                 maps.append(detected.image)
-            if unit.weight > 0:
+            if unit.weight > 0 and include(unit):
                 hint = torch.from_numpy(detected.hint).permute(2, 0, 1)[None].contiguous()
                 active.append(
                     ActiveUnit(
@@ -249,10 +260,15 @@ class Engine:
         extra: dict[str, Any],
         notes: list[str],
         on_step: StepCallback | None,
-        control: ControlHook | None = None,
+        passes: _Passes,
     ) -> Iterator[GeneratedImage]:
         sampler_name, schedule = schedule_label(request.sampler_name, request.scheduler)
         conditioning = self._conditioning(pipe, model, encoded, prepared, request.batch_size)  # once per job
+        plan = passes.plan
+        if plan is not None:
+            hr_sampler, hr_schedule = self._hires_sampler(request)
+            extra = {**hires.infotext_params(request, plan, *schedule_label(hr_sampler, hr_schedule)), **extra}
+            passes.conditioning = self._hires_conditioning(model, encoded, request, plan)
         for iteration in range(request.n_iter):
             batch_seeds = seeds[iteration * request.batch_size : (iteration + 1) * request.batch_size]
             # 3. Denoise: one scheduler per batch, CPU noise per image so a seed reproduces on any device.
@@ -260,12 +276,12 @@ class Engine:
                 model.scheduler_config, request.sampler_name, request.scheduler, batch_seeds[0]
             )
             generators = [torch.Generator("cpu").manual_seed(s) for s in batch_seeds]
-            if control is not None:
-                control.advance(0, request.steps)
+            progress = _PassProgress(later=hires_run_steps(request, plan))
             try:
-                with torch.inference_mode():
-                    callback = self._step_callback(model, on_step, iteration, request.n_iter, conditioning, control)
-                    inputs = ["latents", "prompt_embeds"] + (["add_text_embeds"] if model.arch.family == "sdxl" else [])
+                with torch.inference_mode(), _attached(passes.control, model):
+                    callback = self._step_callback(
+                        model, on_step, iteration, request.n_iter, conditioning, passes.control, progress
+                    )
                     latents = pipe(
                         **self._embeds_args(conditioning, 0, model),
                         num_inference_steps=request.steps,
@@ -273,9 +289,14 @@ class Engine:
                         generator=generators,
                         output_type="latent",
                         callback_on_step_end=callback,
-                        callback_on_step_end_tensor_inputs=inputs,
+                        callback_on_step_end_tensor_inputs=self._tensor_inputs(model),
                         **prepared.pipe_kwargs,
                     ).images
+                if plan is not None:
+                    latents = self._hires_pass(
+                        request, model, latents, batch_seeds, passes, notes, on_step, iteration, progress
+                    )
+                with torch.inference_mode():
                     # 4. Decode with the NaN guard.
                     images = self._decode(pipe, model, latents, notes)
             except ImageSkipped:
@@ -297,6 +318,86 @@ class Engine:
                     extra=extra,
                 )
                 yield GeneratedImage(image=image, seed=seed, infotext=infotext)
+
+    @staticmethod
+    def _tensor_inputs(model: ActiveModel) -> list[str]:
+        return ["latents", "prompt_embeds"] + (["add_text_embeds"] if model.arch.family == "sdxl" else [])
+
+    # -- hires fix ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _hires_sampler(request: GenerationRequest) -> tuple[str, str]:
+        sampler = request.hr_sampler_name if request.hr_sampler_name not in hires.SAME else request.sampler_name
+        schedule = request.hr_scheduler if request.hr_scheduler not in hires.SAME else request.scheduler
+        return sampler, schedule
+
+    def _hires_conditioning(
+        self, model: ActiveModel, encoded: GenerationRequest, request: GenerationRequest, plan: hires.HiresPlan
+    ) -> StepConditioning:
+        """The second pass's prompts (the hires prompt when given, tags removed) over the steps it runs."""
+        prompt, _ = extract_networks(request.hr_prompt, "hr_prompt") if request.hr_prompt else (encoded.prompt, [])
+        negative = encoded.negative_prompt
+        if request.hr_negative_prompt:
+            negative, _ = extract_networks(request.hr_negative_prompt, "hr_negative_prompt")
+        second = encoded.model_copy(update={"prompt": prompt, "negative_prompt": negative, "steps": plan.steps})
+        prepared = _Prepared(pipe_kwargs={"strength": request.denoising_strength})
+        return self._conditioning(self.pipeline_for(model, Mode.IMG2IMG), model, second, prepared, request.batch_size)
+
+    def _hires_pass(
+        self,
+        request: GenerationRequest,
+        model: ActiveModel,
+        latents: torch.Tensor,
+        batch_seeds: list[int],
+        passes: _Passes,
+        notes: list[str],
+        on_step: StepCallback | None,
+        iteration: int,
+        progress: _PassProgress,
+    ) -> torch.Tensor:
+        """A1111's second pass: upscale the first pass (in latent space, or decoded and through a pixel
+        upscaler), then img2img it at ``denoising_strength`` on the same components."""
+        plan, conditioning = passes.plan, passes.conditioning
+        assert plan is not None and conditioning is not None
+        pipe = self.pipeline_for(model, Mode.IMG2IMG)
+        factor = int(getattr(pipe, "vae_scale_factor", 8))
+        with torch.inference_mode():
+            if plan.latent:
+                start: Any = hires.upscale_latents(latents, plan.upscaler, plan.width, plan.height, factor, plan.crop)
+            else:
+                decoded = self._decode(pipe, model, latents, notes)
+                start = [self._upscale_pixels(image, plan) for image in decoded]
+        sampler, schedule = self._hires_sampler(request)
+        pipe.scheduler = build_scheduler(model.scheduler_config, sampler, schedule, batch_seeds[0])
+        generators = [torch.Generator("cpu").manual_seed(s) for s in batch_seeds]
+        progress.start_second()
+        with torch.inference_mode(), _attached(passes.control_hr, model):
+            callback = self._step_callback(
+                model, on_step, iteration, request.n_iter, conditioning, passes.control_hr, progress
+            )
+            return pipe(
+                **self._embeds_args(conditioning, 0, model),
+                image=start,
+                strength=request.denoising_strength,
+                num_inference_steps=plan.steps,
+                guidance_scale=request.cfg_scale,
+                generator=generators,
+                output_type="latent",
+                callback_on_step_end=callback,
+                callback_on_step_end_tensor_inputs=self._tensor_inputs(model),
+            ).images
+
+    def _upscale_pixels(self, image: Image.Image, plan: hires.HiresPlan) -> Image.Image:
+        """One decoded first-pass image at the second pass's size through the chosen pixel upscaler."""
+        upscalers = self.weights.upscalers
+        if not plan.crop:
+            return upscalers.upscale(
+                image, plan.upscaler, plan.width, plan.height, device=self.device.device, field="hr_upscaler"
+            )
+        scale = max(plan.width / image.width, plan.height / image.height)
+        cover = (max(plan.width, round(image.width * scale)), max(plan.height, round(image.height * scale)))
+        big = upscalers.upscale(image, plan.upscaler, *cover, device=self.device.device, field="hr_upscaler")
+        left, top = (cover[0] - plan.width) // 2, (cover[1] - plan.height) // 2
+        return big.crop((left, top, left + plan.width, top + plan.height))
 
     # -- steps ------------------------------------------------------------------------------------------
     def _conditioning(
@@ -417,6 +518,7 @@ class Engine:
         iterations: int,
         conditioning: StepConditioning,
         control: ControlHook | None = None,
+        progress: _PassProgress | None = None,
     ) -> Callable[..., dict[str, Any]]:
         preview = self._previewer(model)
         sdxl = model.arch.family == "sdxl"
@@ -429,10 +531,11 @@ class Engine:
             if on_step is not None:
                 latents = tensors["latents"]
                 scale = int(getattr(pipe, "vae_scale_factor", 8))
+                step, total = progress.report(i, pipe.num_timesteps) if progress else (i + 1, pipe.num_timesteps)
                 on_step(
                     StepInfo(
-                        step=i + 1,
-                        total_steps=pipe.num_timesteps,
+                        step=step,
+                        total_steps=total,
                         iteration=iteration,
                         iterations=iterations,
                         preview=lambda: preview(latents, scale),
@@ -502,10 +605,56 @@ class Engine:
             return imageops.paste_region(prepared.original, image, prepared.region, prepared.soft_mask)
         return imageops.paste_back(prepared.original, image, prepared.soft_mask)
 
-    def _set_vae_tiling(self, model: ActiveModel, request: GenerationRequest) -> None:
+    def _set_vae_tiling(self, model: ActiveModel, largest_side: int) -> None:
         vae = model.components["vae"]
-        big = max(request.width, request.height) > VAE_TILING_AUTO_PIXELS
+        big = largest_side > VAE_TILING_AUTO_PIXELS
         if self.vae_tiling == "on" or (self.vae_tiling == "auto" and big):
             vae.enable_tiling()
         else:
             vae.disable_tiling()
+
+
+@dataclass
+class _Passes:
+    """What each denoising pass of a job runs with: its ControlNet hook, and for hires fix the second pass's
+    plan, hook and conditioning."""
+
+    control: ControlHook | None = None
+    plan: hires.HiresPlan | None = None
+    control_hr: ControlHook | None = None
+    conditioning: StepConditioning | None = None
+
+
+def hires_run_steps(request: GenerationRequest, plan: hires.HiresPlan | None) -> int:
+    """The steps the second pass will run (img2img runs ``steps x strength``), for the progress total."""
+    if plan is None:
+        return 0
+    return min(plan.steps, max(1, int(plan.steps * request.denoising_strength)))
+
+
+class _PassProgress:
+    """Progress over both passes of a hires job: the first pass counts towards a total that includes the
+    second, and the second continues from where the first ended."""
+
+    def __init__(self, later: int) -> None:
+        self.later = later
+        self.offset = 0
+        self.first_total = 0
+
+    def report(self, i: int, pass_total: int) -> tuple[int, int]:
+        if self.offset == 0 and self.later:
+            self.first_total = pass_total
+            return i + 1, pass_total + self.later
+        return self.offset + i + 1, self.offset + pass_total
+
+    def start_second(self) -> None:
+        self.offset = self.first_total
+        self.later = 0
+
+
+def _attached(control: ControlHook | None, model: ActiveModel) -> contextlib.AbstractContextManager[Any]:
+    """The ControlNet hook on the model's U-Net for one pass (nothing without units)."""
+    if control is None:
+        return contextlib.nullcontext()
+    control.advance(0, 1)
+    return control.attached(model.components["unet"])

@@ -25,6 +25,7 @@ from webui.errors import (
 )
 from webui.outputs.history import HistoryIndex
 from webui.outputs.saving import save_image
+from webui.pipeline.hires import LATENT_UPSCALERS
 from webui.preferences import Preferences, PreferencesStore
 from webui.service.jobs import Job
 from webui.settings import Settings
@@ -76,6 +77,8 @@ class GenerationService:
             self.engine.weights.checkpoints.get(request.checkpoint)  # unknown name: ModelNotFound now, not later
         self.engine.weights.vaes.check(request.vae)
         self._check_controlnets(request)
+        if request.enable_hr and request.hr_upscaler not in LATENT_UPSCALERS:
+            self.engine.weights.upscalers.check(request.hr_upscaler, "hr_upscaler")
         self._check_prompts(request)
         job = Job(request=request, run=self._run_generation, owner=owner)
         return self._enqueue(job)

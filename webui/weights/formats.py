@@ -199,8 +199,11 @@ def read_state_dict(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
         except Exception as exc:
             raise ModelLoadError(path, f"safetensors could not read it ({_first_line(exc)})") from exc
     loaded = _torch_load(path)
-    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-        loaded = loaded["state_dict"]  # Lightning wraps the weights with optimizer state and counters
+    # Lightning wraps the weights with optimizer state and counters; BasicSR (Real-ESRGAN) under params(_ema).
+    for wrapper in ("state_dict", "params_ema", "params"):
+        if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
+            loaded = loaded[wrapper]
+            break
     return _only_tensors(path, loaded, device)
 
 

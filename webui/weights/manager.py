@@ -21,6 +21,7 @@ from webui.networks.embeddings import EmbeddingLibrary
 from webui.networks.lora import LoraLibrary
 from webui.pipeline.device import DeviceConfig
 from webui.settings import Settings
+from webui.upscalers.library import UpscalerLibrary
 from webui.weights import formats, loader, model_defaults
 from webui.weights.detect import Architecture
 from webui.weights.hashing import HashCache
@@ -65,18 +66,20 @@ class WeightsManager:
         self.loras = LoraLibrary(settings.lora_path, self.hash_cache, builtins=demo_lora)
         self.embeddings = EmbeddingLibrary(settings.embeddings_path, self.hash_cache, builtins=demo_embedding)
         self.controlnets = ControlNetLibrary(settings.controlnet_path, self.hash_cache)
+        self.upscalers = UpscalerLibrary(settings.esrgan_path, self.hash_cache)
         self.active: ActiveModel | None = None
         self.ram_cache = settings.ckpt_cache  # models parked in RAM after a switch; the service follows Settings
         # Models used before, parked in RAM (most recent last), so switching back skips the load.
         self._parked: OrderedDict[Path, ActiveModel] = OrderedDict()
 
     def refresh(self) -> list[CheckpointInfo]:
-        """Rescan the checkpoint, VAE, LoRA, embedding and ControlNet folders (the UI's refresh button does them all)."""
+        """Rescan every model folder (the UI's refresh button does them all)."""
         self.checkpoints.refresh()
         self.vaes.registry.refresh()
         self.loras.registry.refresh()
         self.embeddings.registry.refresh()
         self.controlnets.registry.refresh()
+        self.upscalers.registry.refresh()
         return self.checkpoints.list()
 
     def default_checkpoint(self) -> CheckpointInfo:

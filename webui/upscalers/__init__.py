@@ -1,0 +1,1 @@
+"""Upscalers: built-in resampling and ESRGAN-family model files (``models/ESRGAN``)."""
