@@ -32,9 +32,7 @@ class _DenseBlock(nn.Module):
     def __init__(self, features: int, growth: int) -> None:
         super().__init__()
         widths = [features + i * growth for i in range(5)]
-        self.convs = nn.ModuleList(
-            nn.Conv2d(widths[i], growth if i < 4 else features, 3, padding=1) for i in range(5)
-        )
+        self.convs = nn.ModuleList(nn.Conv2d(widths[i], growth if i < 4 else features, 3, padding=1) for i in range(5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = [x]

@@ -37,9 +37,7 @@ _KEEP_LOADED = 2
 
 class UpscalerLibrary:
     def __init__(self, root: Path, cache: HashCache) -> None:
-        self.registry = ModelRegistry(
-            root, cache, UPSCALER_EXTENSIONS, label="upscaler", diffusers_folders=False
-        )
+        self.registry = ModelRegistry(root, cache, UPSCALER_EXTENSIONS, label="upscaler", diffusers_folders=False)
         self._loaded: OrderedDict[Path, tuple[tuple[int, float], Any]] = OrderedDict()
 
     def names(self) -> list[str]:
