@@ -4,8 +4,10 @@ History's filters and PNG Info's reading."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,9 +17,13 @@ from webui.errors import InvalidRequest
 from webui.outputs.history import HistoryIndex
 from webui.outputs.infotext import format_infotext, infotext_for
 from webui.outputs.saving import save_image
+from webui.service.service import GenerationService
+from webui.settings import Settings
 from webui.types import MaskedContent, Mode, Progress, ResizeMode
 from webui.ui import forms
-from webui.ui.history_tab import parse_day, query
+from webui.ui.generate_tab import RUN_OUTPUTS, run_job
+from webui.ui.history_tab import PAGE_OUTPUTS, parse_day, query, remove_image, show_page
+from webui.ui.page import txt2img_fill
 from webui.ui.pnginfo_tab import read_parameters
 from webui.ui.progress import message_html, progress_html, progress_text
 
@@ -259,3 +265,241 @@ def _text_chunks(image: Image.Image):
     for key, value in image.text.items():
         info.add_text(key, value)
     return info
+
+
+# -- the handlers behind the buttons, without a browser ----------------------------------------------------------
+
+
+@pytest.fixture
+def fake_service(tmp_path: Path) -> Iterator[Callable[..., GenerationService]]:
+    """A started service over the fake engine of tests/test_service.py (steps, previews and images without a model)."""
+    from tests.test_service import FakeEngine
+
+    started: list[GenerationService] = []
+
+    def make(**engine: Any) -> GenerationService:
+        service = GenerationService(Settings(outputs_dir=tmp_path / "out"), FakeEngine(**engine)).start()
+        started.append(service)
+        return service
+
+    yield make
+    for service in started:
+        service.stop()
+
+
+def _generate(service: GenerationService, **change: Any) -> Iterator[dict[str, Any]]:
+    """Generate's handler for the txt2img form, each update as {output name: value}."""
+    values = {**TXT2IMG, "n_iter": 1.0, **change}
+    names = list(forms.COMMON_FIELDS)
+    run = run_job(service, Mode.TXT2IMG, names, "me", None, None, 1, [values[n] for n in names])
+    for update in run:
+        yield dict(zip(RUN_OUTPUTS, update, strict=True))
+
+
+KEEP = {"__type__": "update"}  # gr.update() that changes nothing
+
+
+def test_generate_sends_a_live_preview_only_when_it_is_new(fake_service: Callable[..., GenerationService]) -> None:
+    """Every progress event after the first preview carries the latest preview again; re-sending it each step would
+    push the same PNG to the browser over and over."""
+    service = fake_service(step_delay=0.03)
+    service.update_preferences(preview_every=3)
+    updates = list(_generate(service, steps=9))
+    running = updates[1:-1]
+    sent = [u["preview"]["value"] for u in running if "value" in u["preview"]]
+    assert 1 <= len(sent) <= 3  # steps 3, 6 and 9 make one each
+    assert len({id(image) for image in sent}) == len(sent), "the same preview was sent twice"
+    assert len(running) >= len(sent) + 3  # the steps between previews went out without one
+    assert all(u["preview"] == KEEP for u in running if "value" not in u["preview"])
+    assert "Done in" in updates[-1]["progress"] and updates[-1]["preview"] == {"__type__": "update", "visible": False}
+
+
+def test_generate_a_failed_job_says_why_and_keeps_the_last_results(
+    fake_service: Callable[..., GenerationService],
+) -> None:
+    service = fake_service(fail_with=RuntimeError("the GPU caught fire"))
+    last = list(_generate(service))[-1]
+    assert "easel-error" in last["progress"] and "RuntimeError: the GPU caught fire" in last["progress"]
+    assert (last["job_id"], last["gallery"], last["info"], last["results"]) == (None, KEEP, KEEP, KEEP)
+
+
+def test_generate_interrupted_saves_nothing(fake_service: Callable[..., GenerationService], tmp_path: Path) -> None:
+    service = fake_service(step_delay=0.02)
+    updates = _generate(service, steps=100)
+    job_id = next(updates)["job_id"]
+    for update in updates:
+        if "step " in update["progress"]:
+            service.cancel(job_id, owner="me")
+            break
+    last = list(updates)[-1]
+    assert (
+        "Interrupted: the unfinished image was not saved." in last["progress"]
+        and "finished before" not in last["progress"]
+    )
+    assert last["gallery"] == KEEP and not list((tmp_path / "out").rglob("*.png"))
+
+
+def test_generate_cancelled_while_queued(fake_service: Callable[..., GenerationService]) -> None:
+    import threading
+
+    service = fake_service(gate=threading.Event())
+    ahead = service.submit(forms.build_request(Mode.TXT2IMG, {**TXT2IMG, "n_iter": 1.0}))
+    next(p for p in ahead.updates(timeout=10) if p.state == "running")  # held at the gate, running
+    updates = _generate(service)
+    first = next(updates)
+    assert "Waiting in queue (position 1)" in first["progress"]
+    service.cancel(first["job_id"], owner="me")
+    service.engine.gate.set()
+    last = list(updates)[-1]
+    assert "Cancelled before it started." in last["progress"] and last["gallery"] == KEEP
+    ahead.wait(10)
+
+
+def test_generate_interrupted_batch_shows_the_images_it_saved(
+    fake_service: Callable[..., GenerationService], tmp_path: Path
+) -> None:
+    service = fake_service(step_delay=0.02)
+    updates = _generate(service, steps=20, n_iter=3.0, seed=42.0)
+    job_id = next(updates)["job_id"]
+    for update in updates:
+        if "image 2/3" in update["progress"]:
+            service.cancel(job_id, owner="me")
+            break
+    last = list(updates)[-1]
+    assert (
+        "Interrupted" in last["progress"]
+        and "The 1 image(s) finished before it are saved and shown." in last["progress"]
+    )
+    (saved,) = (tmp_path / "out").rglob("*.png")
+    assert last["gallery"] == [(str(saved), saved.name)] and "Seed: 42," in last["info"]
+    assert last["results"] == [(str(saved), last["info"])] and last["selected"] == 0 and saved.name in last["link"]
+
+
+def test_generate_with_a_bad_value_names_the_field_and_starts_nothing(
+    fake_service: Callable[..., GenerationService],
+) -> None:
+    service = fake_service()
+    with pytest.warns(UserWarning, match="steps"):  # gr.Warning outside a page: the toast's text
+        (only,) = list(_generate(service, steps=None))
+    assert "easel-error" in only["progress"] and "steps" in only["progress"] and only["job_id"] is None
+    assert service.engine.runs == []
+
+
+def test_send_to_txt2img_fills_the_form_and_finds_a_renamed_lora_by_its_hash(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    from webui.service.factory import create_service
+    from webui.weights.hashing import addnet_hash_safetensors
+
+    lora = tmp_path / "models" / "Lora" / "striped-v2.safetensors"  # was "striped" when the image was made
+    lora.parent.mkdir(parents=True)
+    save_file({"lora_unet_mid.lora_down.weight": np.ones((4, 8), np.float32)}, str(lora))
+    settings = Settings(models_dir=tmp_path / "models", outputs_dir=tmp_path / "out", demo_model=False)
+    service = create_service(settings, start=False)
+    params = {"Steps": 12, "Sampler": "Euler a", "CFG scale": 5, "Seed": 7, "Size": "64x96", "Clip skip": 2}
+    params["Lora hashes"] = f"striped: {addnet_hash_safetensors(lora)[:12]}"
+    text = format_infotext("a circle <lora:striped:0.6>, <lora:missing:1>", "blurry", params)
+    names = list(forms.COMMON_FIELDS)
+    *fields, clip_skip, tabs = txt2img_fill(service, names, text)
+    filled = dict(zip(names, fields, strict=True))
+    assert filled["prompt"]["value"] == "a circle <lora:striped-v2:0.6>, <lora:missing:1>"
+    assert (filled["negative_prompt"]["value"], filled["steps"]["value"], filled["seed"]["value"]) == ("blurry", 12, 7)
+    assert (filled["width"]["value"], filled["height"]["value"], filled["sampler_name"]["value"]) == (64, 96, "Euler a")
+    assert filled["n_iter"] == KEEP and filled["batch_size"] == KEEP  # how many to make is not the image's
+    assert clip_skip["value"] == 2 and tabs.selected == "txt2img"
+    assert all(update == KEEP for update in txt2img_fill(service, names, "  ")[:-1])
+
+
+def _history_with(tmp_path: Path, count: int) -> HistoryIndex:
+    index = HistoryIndex(tmp_path)
+    for seed in range(1, count + 1):
+        text = format_infotext(f"picture {seed}", "", {"Steps": 2, "Seed": seed, "Size": "8x8"})
+        index.add(save_image(Image.new("RGB", (8, 8), (seed, 0, 0)), tmp_path, "txt2img", seed, text))
+    return index
+
+
+NO_FILTERS = ("", "All", "All", "", "")
+
+
+def test_history_delete_of_the_only_image_on_the_last_page_shows_the_page_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from webui.ui import history_tab
+
+    monkeypatch.setattr(history_tab, "PER_PAGE", 2)
+    service = SimpleNamespace(history=_history_with(tmp_path, 3))
+    last_page = dict(zip(PAGE_OUTPUTS, show_page(service, 1, *NO_FILTERS), strict=True))
+    assert last_page["page"] == 1 and len(last_page["entries"]) == 1 and "page 2 of 2" in last_page["status"]
+    ((path, _),) = last_page["entries"]
+    after = dict(zip(PAGE_OUTPUTS, remove_image(service, last_page["entries"], 0, 1, *NO_FILTERS), strict=True))
+    assert not Path(path).exists() and service.history.page().total == 2
+    assert after["page"] == 0 and len(after["entries"]) == len(after["gallery"]) == 2
+    assert "2 image(s) — page 1 of 1" in after["status"] and after["selected"] == -1 and after["info"] == ""
+
+
+def test_history_delete_that_fails_or_has_nothing_selected_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    index = _history_with(tmp_path, 2)
+    service = SimpleNamespace(history=index)
+    shown = dict(zip(PAGE_OUTPUTS, show_page(service, 0, *NO_FILTERS), strict=True))
+
+    def refuse(path: Any) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(index, "delete", refuse)
+    failed = dict(zip(PAGE_OUTPUTS, remove_image(service, shown["entries"], 1, 0, *NO_FILTERS), strict=True))
+    assert (
+        "easel-error" in failed["status"]
+        and f"Could not delete {shown['entries'][1][0]}: Permission denied" in failed["status"]
+    )
+    assert Path(shown["entries"][1][0]).exists() and len(failed["entries"]) == 2
+    nothing = dict(zip(PAGE_OUTPUTS, remove_image(service, shown["entries"], -1, 0, *NO_FILTERS), strict=True))
+    assert "Select an image first." in nothing["status"]
+    bad_date = dict(zip(PAGE_OUTPUTS, show_page(service, 0, "", "All", "All", "yesterday", ""), strict=True))
+    assert "from" in bad_date["status"] and bad_date["gallery"] == KEEP
+
+
+def test_settings_apply_names_a_bad_value_saves_nothing_then_saves_a_good_form(
+    fake_service: Callable[..., GenerationService],
+) -> None:
+    from webui.preferences import PreferencesStore
+    from webui.ui.settings_tab import FIELDS, save_settings
+
+    service = fake_service()
+    names = [name for name, _ in FIELDS]
+    form = {name: getattr(service.preferences.current, name) for name in names}
+    form.update(jpeg_quality=0.0, default_steps=33.0)  # number boxes hand floats
+    status, *widgets = save_settings(service, names, list(form.values()))
+    assert "easel-error" in status and "jpeg_quality" in status and all(w == KEEP for w in widgets)
+    assert not service.preferences.path.exists() and service.preferences.current.default_steps == 20
+    form["jpeg_quality"] = 80.0
+    status, *widgets = save_settings(service, names, list(form.values()))
+    saved = dict(zip(names, widgets, strict=True))
+    assert "Settings saved." in status and saved["jpeg_quality"] == 80 and saved["default_steps"] == 33
+    assert PreferencesStore(service.preferences.path.parent).current.default_steps == 33
+
+
+def test_a_fresh_page_fills_the_forms_with_the_default_settings(tmp_path: Path) -> None:
+    from webui.service.factory import create_service
+    from webui.ui.page import build_ui
+
+    (tmp_path / "models" / "Stable-diffusion").mkdir(parents=True)
+    settings = Settings(models_dir=tmp_path / "models", outputs_dir=tmp_path / "out", demo_model=False)
+    service = create_service(settings, start=False)
+    page = build_ui(service)
+    # Saved after the page was built: the load event reads what is saved now.
+    service.update_preferences(
+        default_steps=33, default_cfg_scale=4.5, default_sampler="Euler", default_negative_prompt="blurry, text"
+    )
+    (load,) = [f for f in page.fns.values() if getattr(f.fn, "__name__", "") == "on_load"]
+    filled = {o.elem_id: v for o, v in zip(load.outputs, load.fn(None), strict=True)}
+    for tab in ("txt2img", "img2img", "inpaint"):
+        assert filled[f"{tab}_steps"]["value"] == 33 and filled[f"{tab}_cfg_scale"]["value"] == 4.5
+        assert filled[f"{tab}_sampling"]["value"] == "Euler" and filled[f"{tab}_neg_prompt"] == "blurry, text"
+        assert filled[f"{tab}_width"] == KEEP  # no model says a size: the form's stays
+    assert filled["setting_default_steps"] == 33 and filled["setting_default_negative_prompt"] == "blurry, text"

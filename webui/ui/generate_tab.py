@@ -8,15 +8,17 @@ job through the service; nothing here knows how images are made.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from PIL import Image
 
 from webui import samplers
 from webui.errors import EaselError
+from webui.service.jobs import Job
 from webui.service.service import GenerationService
 from webui.types import Mode
 from webui.ui import forms
@@ -185,52 +187,7 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) ->
     def run(
         request: gr.Request, checkpoint: str | None, vae: str | None, clip_skip: float, *values: Any
     ) -> Iterator[tuple[Any, ...]]:
-        keep = gr.update()
-        try:
-            req = forms.build_request(
-                mode,
-                dict(zip(names, values, strict=True)),
-                checkpoint=checkpoint,
-                vae=vae,
-                clip_skip=int(clip_skip or 1),
-                save_images=service.preferences.current.save_images,
-            )
-            job = service.submit(req, owner=_owner(request))
-        except Exception as exc:  # a bug must still end in words on the page, never Gradio's bare "Error"
-            if not isinstance(exc, EaselError):
-                log.exception("%s: could not start the job", m)
-            text = str(exc) if isinstance(exc, EaselError) else f"Could not start the job: {type(exc).__name__}: {exc}"
-            gr.Warning(text)  # a toast where the user is looking, and the message stays by the results
-            yield None, message_html(text, "error"), gr.update(visible=False), keep, keep, keep, keep, keep
-            return
-        yield job.id, progress_html(job.progress), gr.update(visible=False), keep, keep, keep, keep, keep
-        for event in job.updates():
-            shown = gr.update(value=event.preview, visible=True) if event.preview is not None else keep
-            if event.state in ("queued", "running"):
-                yield job.id, progress_html(event), shown, keep, keep, keep, keep, keep
-        hidden = gr.update(visible=False)
-        result = job.result
-        saved = result.images if result is not None else []
-        if job.state == "done":
-            message = f"Done in {result.seconds:.1f} s: {len(saved)} image(s)"
-            message += "".join(f"; {note}" for note in result.notes)
-            kind = "info"
-        elif job.state == "failed":
-            message, kind = str(job.error), "error"
-        elif job.started:
-            message, kind = "Interrupted: the unfinished image was not saved.", "info"
-        else:
-            message, kind = "Cancelled before it started.", "info"
-        if job.state != "done" and saved:
-            message += f" The {len(saved)} image(s) finished before it are saved and shown."
-        if not saved and job.state != "done":  # nothing new: the last results stay on screen
-            yield None, message_html(message, kind), hidden, keep, keep, keep, keep, keep
-            return
-        # Saved files are shown as themselves, so a download keeps its PNG infotext (not a re-encoded copy).
-        shown_images = [(str(i.path), i.path.name) if i.path else (i.image, f"seed {i.seed}") for i in saved]
-        kept = [(str(i.path) if i.path else None, i.infotext) for i in saved]
-        first = kept[0] if kept else (None, "")
-        yield None, message_html(message, kind), hidden, shown_images, first[1], file_link(first[0]), kept, 0
+        yield from run_job(service, mode, names, _owner(request), checkpoint, vae, clip_skip, values)
 
     inputs = [top.checkpoint, top.vae, top.clip_skip, *widgets.values()]
     outputs = [job_id, progress, preview, gallery, info, link, results, selected]
@@ -280,6 +237,93 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) ->
         box.change(count, inputs=[box], outputs=[counter], trigger_mode="always_last", show_progress="hidden")
 
     return GenerationTab(mode, widgets, gallery, info, results, selected, send)
+
+
+# What ``run_job`` yields, in this order: the outputs of the Generate button.
+RUN_OUTPUTS = ("job_id", "progress", "preview", "gallery", "info", "link", "results", "selected")
+
+
+def run_job(
+    service: GenerationService,
+    mode: Mode,
+    names: Sequence[str],
+    owner: str | None,
+    checkpoint: str | None,
+    vae: str | None,
+    clip_skip: float,
+    values: Sequence[Any],
+) -> Iterator[tuple[Any, ...]]:
+    """Generate's handler: submit the tab's request, follow the job, end with its results or a message in words.
+
+    Each yield is one update of ``RUN_OUTPUTS``. Outside a closure so the end states (done, failed, interrupted,
+    cancelled before it started, a partly finished batch) are tested without a browser.
+    """
+    keep = gr.update()
+    try:
+        req = forms.build_request(
+            mode,
+            dict(zip(names, values, strict=True)),
+            checkpoint=checkpoint,
+            vae=vae,
+            clip_skip=int(clip_skip or 1),
+            save_images=service.preferences.current.save_images,
+        )
+        job = service.submit(req, owner=owner)
+    except Exception as exc:  # a bug must still end in words on the page, never Gradio's bare "Error"
+        if not isinstance(exc, EaselError):
+            log.exception("%s: could not start the job", TAB_IDS[mode])
+        text = str(exc) if isinstance(exc, EaselError) else f"Could not start the job: {type(exc).__name__}: {exc}"
+        gr.Warning(text)  # a toast where the user is looking, and the message stays by the results
+        yield None, message_html(text, "error"), gr.update(visible=False), keep, keep, keep, keep, keep
+        return
+    yield job.id, progress_html(job.progress), gr.update(visible=False), keep, keep, keep, keep, keep
+    for progress, preview in _progress_updates(job):
+        yield job.id, progress, preview, keep, keep, keep, keep, keep
+    yield _ending(job)
+
+
+def _progress_updates(job: Job) -> Iterator[tuple[str, Any]]:
+    """(progress bar, preview update) while the job waits and runs.
+
+    A job's progress keeps its latest preview, so every step after the first preview carries it again; the
+    browser is sent a preview only when it is a new one (a new image object), not the same PNG on every step.
+    """
+    sent: Image.Image | None = None
+    for event in job.updates():
+        if event.state not in ("queued", "running"):
+            continue
+        preview: Any = gr.update()
+        if event.preview is not None and event.preview is not sent:
+            sent = event.preview
+            preview = gr.update(value=event.preview, visible=True)
+        yield progress_html(event), preview
+
+
+def _ending(job: Job) -> tuple[Any, ...]:
+    """The last update: the saved images and the first one's infotext, or a message saying why there are none."""
+    keep = gr.update()
+    hidden = gr.update(visible=False)
+    result = job.result
+    saved = result.images if result is not None else []
+    if job.state == "done":
+        message = f"Done in {result.seconds:.1f} s: {len(saved)} image(s)"
+        message += "".join(f"; {note}" for note in result.notes)
+        kind = "info"
+    elif job.state == "failed":
+        message, kind = str(job.error), "error"
+    elif job.started:
+        message, kind = "Interrupted: the unfinished image was not saved.", "info"
+    else:
+        message, kind = "Cancelled before it started.", "info"
+    if job.state != "done" and saved:
+        message += f" The {len(saved)} image(s) finished before it are saved and shown."
+    if not saved and job.state != "done":  # nothing new: the last results stay on screen
+        return None, message_html(message, kind), hidden, keep, keep, keep, keep, keep
+    # Saved files are shown as themselves, so a download keeps its PNG infotext (not a re-encoded copy).
+    shown_images = [(str(i.path), i.path.name) if i.path else (i.image, f"seed {i.seed}") for i in saved]
+    kept = [(str(i.path) if i.path else None, i.infotext) for i in saved]
+    first = kept[0] if kept else (None, "")
+    return None, message_html(message, kind), hidden, shown_images, first[1], file_link(first[0]), kept, 0
 
 
 def selected_image(kept: list[tuple[str | None, str]], index: int) -> str | None:

@@ -85,6 +85,41 @@ def caption(prompt: str, limit: int = 60) -> str:
     return prompt if len(prompt) <= limit else prompt[: limit - 1] + "…"
 
 
+# What ``show_page`` and ``remove_image`` return, in this order: the outputs of every History event that shows a page.
+PAGE_OUTPUTS = ("gallery", "model", "status", "page", "entries", "selected", "info", "file", "link")
+
+
+def show_page(service: GenerationService, page: int, *filters: Any) -> tuple[Any, ...]:
+    """One page for the filters' values, as ``PAGE_OUTPUTS``. A page past the end (after deletions) shows the last
+    one; a bad date leaves the gallery as it was and says what is wrong."""
+    try:
+        found = query(service, page, *filters)
+    except InvalidRequest as exc:
+        return (gr.update(), gr.update(), message_html(str(exc), "error"), page, gr.update(), -1, gr.update(), gr.update(), gr.update())  # fmt: skip
+    if found.entries == [] and page > 0 and found.total:
+        found = query(service, found.pages - 1, *filters)  # past the end after deletions: show the last page
+    tiles, kept = gallery_tiles(service.history, found.entries)
+    text = f"{found.total} image(s) — page {found.page + 1} of {found.pages}" if found.total else "No images yet."
+    models = [ALL, *service.history.models()]
+    return tiles, gr.update(choices=models), message_html(text, "info"), found.page, kept, -1, "", "", ""
+
+
+def remove_image(
+    service: GenerationService, kept: list[tuple[str, str]], index: int, page: int, *filters: Any
+) -> tuple[Any, ...]:
+    """🗑️: delete the selected image's file and entry, then show the page again; a failure is said in words."""
+    problem = "Select an image first." if not 0 <= index < len(kept) else None
+    if problem is None:
+        try:
+            service.history.delete(kept[index][0])
+        except OSError as exc:
+            problem = f"Could not delete {kept[index][0]}: {exc.strerror or exc}"
+    shown = list(show_page(service, page, *filters))
+    if problem:
+        shown[PAGE_OUTPUTS.index("status")] = message_html(problem, "error")
+    return tuple(shown)
+
+
 def build_history_tab(service: GenerationService) -> HistoryTab:
     with gr.Row():
         search = gr.Textbox(
@@ -121,26 +156,7 @@ def build_history_tab(service: GenerationService) -> HistoryTab:
     filters = [search, model, mode, since, until]
 
     def show(page: int, *values: Any) -> tuple[Any, ...]:
-        try:
-            found = query(service, page, *values)
-        except InvalidRequest as exc:
-            return (gr.update(), gr.update(), message_html(str(exc), "error"), page, gr.update(), -1, gr.update(), gr.update(), gr.update())  # fmt: skip
-        if found.entries == [] and page > 0 and found.total:
-            found = query(service, found.pages - 1, *values)  # past the end after deletions: show the last page
-        tiles, kept = gallery_tiles(service.history, found.entries)
-        text = f"{found.total} image(s) — page {found.page + 1} of {found.pages}" if found.total else "No images yet."
-        models = [ALL, *service.history.models()]
-        return (
-            tiles,
-            gr.update(choices=models),
-            message_html(text, "info"),
-            found.page,
-            kept,
-            -1,
-            "",
-            "",
-            "",
-        )
+        return show_page(service, page, *values)
 
     outputs = [gallery, model, status, page_state, entries_state, selected, info, path_text, link]
 
@@ -168,16 +184,7 @@ def build_history_tab(service: GenerationService) -> HistoryTab:
     gallery.select(on_select, inputs=[entries_state], outputs=[info, path_text, link, selected])
 
     def remove(kept: list[tuple[str, str]], index: int, page: int, *values: Any) -> tuple[Any, ...]:
-        problem = "Select an image first." if not 0 <= index < len(kept) else None
-        if problem is None:
-            try:
-                service.history.delete(kept[index][0])
-            except OSError as exc:
-                problem = f"Could not delete {kept[index][0]}: {exc.strerror or exc}"
-        shown = list(show(page, *values))
-        if problem:
-            shown[2] = message_html(problem, "error")
-        return tuple(shown)
+        return remove_image(service, kept, index, page, *values)
 
     delete.click(remove, inputs=[entries_state, selected, page_state, *filters], outputs=outputs)
     return HistoryTab(info=info, reuse=reuse, first_page=first_page, filters=filters, outputs=outputs)

@@ -122,17 +122,7 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
         fill_targets = [*txt2img.widgets.values(), clip_skip, tabs]
 
         def fill_txt2img(text: str) -> tuple[Any, ...]:
-            """The txt2img form from an infotext; fields the text does not name keep their values."""
-            if not text or not text.strip():
-                return tuple(gr.update() for _ in fill_targets)
-            values = forms.values_from_infotext(text)
-            if "prompt" in values:  # LoRAs renamed since: follow their hashes, as A1111 does
-                values["prompt"] = service.rename_loras(values["prompt"], parse_infotext(text).get("Lora hashes"))
-            updates = [gr.update(value=values[name]) if name in values else gr.update() for name in txt2img.widgets]
-            skip = values.get("clip_skip")
-            updates.append(gr.update(value=skip) if isinstance(skip, int) and 1 <= skip <= 12 else gr.update())
-            updates.append(gr.Tabs(selected="txt2img"))
-            return tuple(updates)
+            return txt2img_fill(service, list(txt2img.widgets), text)
 
         history.reuse.click(fill_txt2img, inputs=[history.info], outputs=fill_targets)
         pnginfo.send.click(fill_txt2img, inputs=[pnginfo.text], outputs=fill_targets)
@@ -220,6 +210,22 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
             on_load, inputs=[checkpoint], outputs=[checkpoint, vae, *model_fields, *negatives, *settings_tab.widgets]
         )
     return page
+
+
+def txt2img_fill(service: GenerationService, names: Sequence[str], text: str) -> tuple[Any, ...]:
+    """What "Send to txt2img" (PNG Info) and "♻️ Reuse" (History) do: updates for the txt2img widgets ``names``, clip skip,
+    and the tabs (txt2img selected). Fields the text does not name keep their values; an empty text changes nothing.
+    """
+    if not text or not text.strip():
+        return tuple(gr.update() for _ in range(len(names) + 2))
+    values = forms.values_from_infotext(text)
+    if "prompt" in values:  # LoRAs renamed since: follow their hashes, as A1111 does
+        values["prompt"] = service.rename_loras(values["prompt"], parse_infotext(text).get("Lora hashes"))
+    updates = [gr.update(value=values[name]) if name in values else gr.update() for name in names]
+    skip = values.get("clip_skip")
+    updates.append(gr.update(value=skip) if isinstance(skip, int) and 1 <= skip <= 12 else gr.update())
+    updates.append(gr.Tabs(selected="txt2img"))
+    return tuple(updates)
 
 
 def _build_controlnet_tab(service: GenerationService) -> gr.Image:

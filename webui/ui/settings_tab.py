@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,15 +59,7 @@ def build_settings_tab(service: GenerationService) -> SettingsTab:
     names = list(widgets)
 
     def save(*values: Any) -> tuple[Any, ...]:
-        changes = dict(zip(names, values, strict=True))
-        for name in ("jpeg_quality", "preview_every", "default_steps", "ckpt_cache"):
-            if isinstance(changes.get(name), float) and changes[name].is_integer():
-                changes[name] = int(changes[name])
-        try:
-            saved = service.update_preferences(**changes)
-        except InvalidRequest as exc:
-            return (message_html(str(exc), "error"), *(gr.update() for _ in names))
-        return (message_html("Settings saved.", "info"), *(getattr(saved, n) for n in names))
+        return save_settings(service, names, values)
 
     apply.click(save, inputs=list(widgets.values()), outputs=[status, *widgets.values()])
 
@@ -76,6 +68,20 @@ def build_settings_tab(service: GenerationService) -> SettingsTab:
         return tuple(getattr(saved, n) for n in names)
 
     return SettingsTab(list(widgets.values()), current_values)
+
+
+def save_settings(service: GenerationService, names: Sequence[str], values: Sequence[Any]) -> tuple[Any, ...]:
+    """Apply settings: (status message, then each widget's value as saved). A bad value gets a message naming it,
+    nothing is saved and every widget keeps what the user typed, to correct it."""
+    changes = dict(zip(names, values, strict=True))
+    for name in ("jpeg_quality", "preview_every", "default_steps", "ckpt_cache"):
+        if isinstance(changes.get(name), float) and changes[name].is_integer():  # number boxes hand floats
+            changes[name] = int(changes[name])
+    try:
+        saved = service.update_preferences(**changes)
+    except InvalidRequest as exc:
+        return (message_html(str(exc), "error"), *(gr.update() for _ in names))
+    return (message_html("Settings saved.", "info"), *(getattr(saved, n) for n in names))
 
 
 def _widget(name: str, label: str, value: Any) -> Any:
