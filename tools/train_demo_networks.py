@@ -36,13 +36,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lora-steps", type=int, default=None)
     parser.add_argument("--lora-rank", type=int, default=None)
     parser.add_argument("--embedding-steps", type=int, default=None)
+    parser.add_argument("--scenes", type=int, default=None, help="distinct scenes encoded for each network")
+    parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="a few steps to check the script works (useless files)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     config = train_networks.NetworkConfig(seed=args.seed)
-    if args.quick:
-        config = train_networks.NetworkConfig(seed=args.seed, scenes=128, lora_steps=5, embedding_steps=5, log_every=1)
+    if args.quick:  # no warm-up, so that even a couple of steps move the weights
+        config = train_networks.NetworkConfig(
+            seed=args.seed, scenes=128, lora_steps=5, embedding_steps=5, warmup_steps=1, log_every=1
+        )
+    if args.scenes is not None:
+        config.scenes = args.scenes
+    if args.batch is not None:
+        config.batch = args.batch
     if args.lora_steps is not None:
         config.lora_steps = args.lora_steps
     if args.lora_rank is not None:
