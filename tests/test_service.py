@@ -55,13 +55,20 @@ class FakeEngine:
                 if on_step:
                     on_step(
                         SimpleNamespace(step=step, total_steps=request.steps, iteration=it,
-                                        iterations=request.n_iter, preview=lambda: Image.new("RGB", (8, 8)))
+                                        iterations=request.n_iter, preview=lambda it=it, step=step: _preview(it, step))
                     )  # fmt: skip
             for b in range(request.batch_size):
                 s = seed + it * request.batch_size + b
                 image = Image.new("RGB", (request.width, request.height), (s % 256, 0, 0))
                 text = f"{request.prompt}\nSteps: {request.steps}, Sampler: Euler, CFG scale: 7, Seed: {s}, Size: 64x64"
                 yield GeneratedImage(image=image, seed=s, infotext=text)
+
+
+def _preview(image_index: int, step: int) -> Image.Image:
+    """A live preview that remembers when it was made, so a test can tell which step's preview an event carries."""
+    image = Image.new("RGB", (8, 8))
+    image.info["made_at"] = (image_index, step)
+    return image
 
 
 def _service(tmp_path: Path, engine: FakeEngine, **settings) -> GenerationService:
@@ -95,11 +102,22 @@ def test_jobs_run_first_in_first_out_and_save_files(tmp_path):
 def test_progress_reports_steps_eta_and_previews(tmp_path):
     service = _service(tmp_path, FakeEngine(step_delay=0.01))
     service.update_preferences(preview_every=2)
-    job = service.submit(_req(steps=4, n_iter=2, save_images=False))
+    job = service.submit(_req(steps=5, n_iter=2, save_images=False))
     seen = list(job.updates(timeout=10))
     running = [p for p in seen if p.state == "running" and p.total_steps]
     assert running, seen
-    assert all(p.total_steps == 4 and p.image_count == 2 for p in running)
+    assert all(p.total_steps == 5 and p.image_count == 2 for p in running)
+
+    def newest_preview(image_index: int, step: int) -> tuple[int, int] | None:
+        """Every 2nd step and the last one (5) make a preview; an event carries the newest made so far."""
+        made = [s for s in (2, 4, 5) if s <= step]
+        if made:
+            return image_index, made[-1]
+        return (image_index - 1, 5) if image_index else None
+
+    carried = [(p.image_index, p.step, p.preview.info["made_at"] if p.preview else None) for p in running]
+    assert all(made_at == newest_preview(i, step) for i, step, made_at in carried), carried
+    assert any(made_at is not None for *_, made_at in carried)
     assert any(p.eta_seconds is not None for p in running)
     assert seen[-1].state == "done" and seen[-1].fraction == 1.0
     assert len(job.result.images) == 2
