@@ -175,7 +175,7 @@ class LoraLibrary:
         if algorithm is not None:
             raise LoraError(
                 f"lora: {info.name} is a LyCORIS {algorithm} file; {algorithm} is not supported yet "
-                "(LoRA, LoCon and DoRA files are)"
+                "(LoRA and LoCon files are)"
             )
         unknown = lora_keys.unknown_keys(state_dict)
         if unknown:

@@ -31,7 +31,7 @@ _TEXT_WIDTH_LAYERS = ("q_proj", "k_proj", "v_proj")  # their input is the encode
 _DEEP_TRANSFORMER = re.compile(r"transformer_blocks[._][1-9]")  # SD1.x/SD2.x have one transformer per block
 _KNOWN_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_", "unet.", "text_encoder.", "text_encoder_2.")
 
-# LyCORIS algorithms diffusers' LoRA loader does not read (it reads LoRA, LoCon and DoRA), by a key suffix each.
+# LyCORIS algorithms diffusers' LoRA loader does not read (it reads LoRA and LoCon), by a key suffix each.
 _UNSUPPORTED = (
     ("LoHa", (".hada_w1_a", ".hada_w1_b", ".hada_t1")),
     ("LoKr", (".lokr_w1", ".lokr_w1_a", ".lokr_w2", ".lokr_w2_a", ".lokr_t2")),
