@@ -1,15 +1,15 @@
 """What a LoRA file's keys and tensor shapes say: which model it was made for, which format it is, and its U-Net
 keys renamed to the names diffusers' kohya converter understands.
 
-Torch-free on purpose (tensors are only asked for ``.ndim`` and ``.shape``), so the rules are cheap to test on
-key lists shaped like real files.
+Torch-free on purpose (tensors are only asked for their ``.shape``), so the rules are cheap to test on key lists
+shaped like real files.
 
 Why widths before names: the same architecture is saved under several naming schemes. kohya's sd-scripts write
 SD1.x LoRAs with diffusers module names (``lora_unet_down_blocks_1_attentions_0_...``) and SDXL ones with the
-original LDM/SGM names (``lora_unet_input_blocks_4_1_...``), but other trainers (old LyCORIS, ComfyUI's
-``diffusion_model.input_blocks...``) write SD1.x files with LDM names too. The width of the cross-attention's
-``to_k``/``to_v`` input is the text conditioning width (768 SD1.x, 1024 SD2.x, 2048 SDXL) whatever the names,
-so it decides; names are only a last resort.
+original LDM/SGM names (``lora_unet_input_blocks_4_1_...``), but other tools (ComfyUI's
+``diffusion_model.input_blocks...``, converters from the original layout) write SD1.x files with LDM names too.
+The width of the cross-attention's ``to_k``/``to_v`` input is the text conditioning width (768 SD1.x, 1024 SD2.x,
+2048 SDXL) whatever the names, so it decides; names are only a last resort.
 """
 
 from __future__ import annotations
