@@ -36,6 +36,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def bind_host(args: argparse.Namespace) -> str:
+    """The address to serve on: loopback unless ``--listen`` or ``--host`` says otherwise."""
+    return "0.0.0.0" if args.listen else args.host
+
+
+def exposure_error(host: str, users: dict[str, str], insecure_listen: bool) -> str | None:
+    """Why serving beyond this machine without a password must not start (None when it may). With
+    ``--insecure-listen`` it starts, and says loudly in the log that anyone who can reach it can use it."""
+    if host in LOOPBACK or users:
+        return None
+    if not insecure_listen:
+        return "listening beyond this machine needs --auth user:password (or --insecure-listen to serve without a password)"
+    logging.getLogger("easel").warning(
+        "!!! serving on %s WITHOUT authentication: anyone who can reach this port can generate, read your "
+        "outputs and change settings !!!",
+        host,
+    )
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["generate"]:
@@ -45,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    host = "0.0.0.0" if args.listen else args.host
+    host = bind_host(args)
     from webui.api.server import parse_credentials
 
     try:
@@ -53,19 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if host not in ("127.0.0.1", "localhost", "::1") and not users:
-        if not args.insecure_listen:
-            print(
-                "error: listening beyond this machine needs --auth user:password "
-                "(or --insecure-listen to serve without a password)",
-                file=sys.stderr,
-            )
-            return 2
-        logging.getLogger("easel").warning(
-            "!!! serving on %s WITHOUT authentication: anyone who can reach this port can generate, read your "
-            "outputs and change settings !!!",
-            host,
-        )
+    refused = exposure_error(host, users, args.insecure_listen)
+    if refused is not None:
+        print(f"error: {refused}", file=sys.stderr)
+        return 2
 
     import uvicorn
 

@@ -5,6 +5,8 @@ later is covered by this test without editing it."""
 from __future__ import annotations
 
 import base64
+import json
+import logging
 import re
 import subprocess
 import sys
@@ -116,6 +118,68 @@ def test_listening_beyond_loopback_without_auth_refuses_to_start(flags: list[str
     assert done.returncode == 2 and message in done.stderr
 
 
+@pytest.fixture
+def launch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """``app.main(flags)`` up to the point of serving: the service, the app and uvicorn are stand-ins that record
+    what main gave them, so the flags' effect is seen without starting a server."""
+    import uvicorn
+
+    import app
+    import webui.api.server
+    import webui.service.factory
+
+    seen: dict[str, object] = {}
+
+    class Service:
+        def stop(self) -> None:
+            seen["stopped"] = True
+
+    monkeypatch.setattr(webui.service.factory, "create_service", lambda settings: Service())
+    monkeypatch.setattr(webui.api.server, "build_app", lambda service, **kwargs: seen.update(app=kwargs) or "app")
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kwargs: seen.update(host=host, port=port))
+
+    def run(*flags: str) -> tuple[int, dict[str, object]]:
+        seen.clear()
+        paths = ["--models-dir", str(tmp_path / "models"), "--outputs-dir", str(tmp_path / "outputs")]
+        return app.main(["--nowebui", *paths, *flags]), dict(seen)
+
+    return run
+
+
+def test_the_default_bind_address_is_loopback_only(launch) -> None:
+    import app
+
+    args = app.build_parser().parse_args([])
+    assert (args.host, args.listen, app.bind_host(args)) == ("127.0.0.1", False, "127.0.0.1")
+    code, seen = launch()
+    assert code == 0 and seen["host"] == "127.0.0.1" and seen["app"]["users"] == {}
+    assert app.bind_host(app.build_parser().parse_args(["--listen"])) == "0.0.0.0"
+
+
+def test_insecure_listen_serves_without_auth_and_warns_loudly(launch, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        code, seen = launch("--listen", "--insecure-listen")
+    assert code == 0 and seen["host"] == "0.0.0.0" and seen["app"]["users"] == {}
+    (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING and "WITHOUT authentication" in r.message]
+    assert warning.message.startswith("!!!") and "0.0.0.0" in warning.message and "anyone" in warning.message
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert launch("--insecure-listen")[0] == 0  # on loopback there is nothing to warn about
+    assert not [r for r in caplog.records if "WITHOUT authentication" in r.message]
+
+
+def test_api_auth_is_the_same_flag_as_auth(launch, caplog: pytest.LogCaptureFixture) -> None:
+    """A1111's spelling gives the auth middleware the same users as ``--auth`` and counts as auth for --listen."""
+    with caplog.at_level(logging.WARNING):
+        by_auth = launch("--listen", "--auth", "alice:wonder land")
+        by_api_auth = launch("--listen", "--api-auth", "alice:wonder land")
+    assert by_auth == by_api_auth and by_api_auth[0] == 0 and by_api_auth[1]["host"] == "0.0.0.0"
+    assert by_api_auth[1]["app"]["users"] == {"alice": "wonder land"}
+    assert "wonder land" not in json.dumps(by_api_auth[1]["app"]["flags"])  # no password in /cmd-flags
+    assert not [r for r in caplog.records if "WITHOUT authentication" in r.message]
+    assert launch("--listen", "--api-auth", "nopassword")[0] == 2
+
+
 def test_a_cross_site_browser_post_is_refused_and_same_site_or_no_origin_passes(client: TestClient) -> None:
     headers = _header("alice", "wonder land")
     body = {"CLIP_stop_at_last_layers": 1}
@@ -142,7 +206,7 @@ def test_a_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
     class Blocked:
         """An engine whose first job waits for the gate, so the queue fills up behind it."""
 
-        weights = type("W", (), {})()
+        weights = type("W", (), {"default_checkpoint": lambda self: None})()
 
         def generate(self, request: GenerationRequest, on_step=None, notes=None, maps=None):
             gate.wait(10)
