@@ -359,11 +359,30 @@ def test_bad_input_is_a_4xx_naming_the_field_and_the_server_keeps_working(
     assert api.get("/options").status_code == 200
 
 
+def _chunked(total: int) -> Iterator[bytes]:
+    """A JSON body of about ``total`` bytes sent in pieces, so httpx streams it chunked, without Content-Length."""
+    yield b'{"prompt": "'
+    for _ in range(total // 65536):
+        yield b"x" * 65536
+    yield b'"}'
+
+
 def test_malformed_json_and_oversized_bodies_are_refused(api: httpx.Client) -> None:
     broken = api.post("/txt2img", content=b'{"prompt": ', headers={"Content-Type": "application/json"})
     assert broken.status_code == 422 and broken.json()["error"] == "InvalidRequest"
     big = api.post("/txt2img", content=b'{"prompt": "' + b"x" * (9 * 1024 * 1024) + b'"}')
     assert big.status_code == 413 and "8 MB" in big.json()["detail"]
+    for path in ("/txt2img", "/png-info"):
+        streamed = api.post(path, content=_chunked(9 * 1024 * 1024), headers={"Content-Type": "application/json"})
+        assert (
+            "content-length" not in streamed.request.headers
+            and streamed.request.headers["transfer-encoding"] == "chunked"
+        )
+        assert streamed.status_code == 413 and "8 MB" in streamed.json()["detail"], streamed.text
+    small = api.post(
+        "/png-info", content=iter([b'{"image": ', b'"@@@"}']), headers={"Content-Type": "application/json"}
+    )
+    assert small.status_code == 422 and small.json()["field"] == "image"  # under the limit: read and judged
     assert api.post("/txt2img", json=FAST).status_code == 200
 
 

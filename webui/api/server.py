@@ -85,7 +85,12 @@ class BasicAuth:
 
 
 class BodyLimit:
-    """ASGI middleware: refuse bodies over ``max_bytes`` with 413, by Content-Length or while streaming."""
+    """ASGI middleware: refuse bodies over ``max_bytes`` with 413, by Content-Length or while streaming.
+
+    A streamed (chunked) body is counted as it arrives; at the limit the 413 is sent from here and the app is told
+    the client went away. Raising into the app instead would not work: FastAPI turns any error while reading a
+    body into its own 400, which would reach the client first.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -100,37 +105,40 @@ class BodyLimit:
             await self._refuse(scope, receive, send)
             return
         seen = 0
-        started = False
+        started = refused = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge()
+                    refused = True
+                    if not started:
+                        await self._refuse(scope, receive, send)
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return  # the 413 is the answer; whatever the app says about the cut body is dropped
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(scope, receive, send)
+        except Exception:
+            if not refused:
+                raise
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         mb = self.max_bytes / 1024 / 1024
         body = {"error": "RequestTooLarge", "detail": f"request body is over the {mb:g} MB limit (--max-body-mb)"}
         await JSONResponse(body, status_code=413)(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class SameOrigin:
