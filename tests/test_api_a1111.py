@@ -187,7 +187,8 @@ def test_options_read_set_persist_and_refuse_bad_values(api: httpx.Client, serve
         _error(api.post("/options", json={"CLIP_stop_at_last_layers": 99}), 422, "CLIP_stop_at_last_layers")
         _error(api.post("/options", json={"samples_format": "gif"}), 422, "samples_format")
         _error(api.post("/options", json={"sd_vae": "nope.safetensors"}), 404, "sd_vae")
-        _error(api.post("/options", json={"sd_model_checkpoint": "../../etc/passwd"}), 404, "checkpoint")
+        _error(api.post("/options", json={"sd_model_checkpoint": "../../etc/passwd"}), 404, "sd_model_checkpoint")
+        _error(api.post("/options", json={"sd_model_checkpoint": 7}), 422, "sd_model_checkpoint")
         assert api.get("/options").json()["CLIP_stop_at_last_layers"] == 2  # a refused call changed nothing
     finally:
         api.post("/options", json={"CLIP_stop_at_last_layers": 1, "samples_format": "png"})
@@ -207,6 +208,71 @@ def test_setting_the_checkpoint_option_loads_it(api: httpx.Client, server: Serve
     finally:
         api.post("/options", json={"sd_model_checkpoint": "tiny-sd1.safetensors"})
         other.unlink()
+        api.post("/refresh-checkpoints")
+
+
+@pytest.fixture
+def other_checkpoint(api: httpx.Client, server: Server, tiny_sd1_ckpt: Path) -> Iterator[str]:
+    """A second checkpoint, ``zz-other``, listed for one test; the options are put back afterwards."""
+    other = server.outputs.parent / "models" / "Stable-diffusion" / "zz-other.safetensors"
+    shutil.copy(tiny_sd1_ckpt, other)
+    assert api.post("/refresh-checkpoints").status_code == 200
+    try:
+        yield "zz-other.safetensors"
+    finally:
+        api.post("/options", json={"sd_model_checkpoint": "tiny-sd1.safetensors", "CLIP_stop_at_last_layers": 1})
+        other.unlink()
+        api.post("/refresh-checkpoints")
+
+
+def _model_of(response: httpx.Response) -> str:
+    assert response.status_code == 200, response.text
+    return json.loads(response.json()["info"])["sd_model_name"]
+
+
+def test_an_override_checkpoint_lasts_one_call(api: httpx.Client, server: Server, other_checkpoint: str) -> None:
+    once = {**FAST, "override_settings": {"sd_model_checkpoint": other_checkpoint}}
+    assert _model_of(api.post("/txt2img", json=once)) == "zz-other"
+    assert api.get("/options").json()["sd_model_checkpoint"].startswith("tiny-sd1.safetensors")
+    assert _model_of(api.post("/txt2img", json=FAST)) == "tiny-sd1"  # the option again, not the last one loaded
+    assert _model_of(api.post("/txt2img", json=once)) == "zz-other"
+    jobs = httpx.Client(base_url=server.url.rstrip("/") + "/easel/v1", timeout=60)
+    with jobs:
+        job = jobs.post("/jobs", json=FAST).json()
+        deadline = time.monotonic() + 60
+        while jobs.get(f"/jobs/{job['id']}").json()["state"] not in ("done", "failed") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        info = json.loads(jobs.get(f"/jobs/{job['id']}/results").json()["info"])
+    assert info["sd_model_name"] == "tiny-sd1"  # the jobs API uses the same option
+
+    kept = {**once, "override_settings_restore_afterwards": False}
+    kept["override_settings"] = {**once["override_settings"], "CLIP_stop_at_last_layers": 2}
+    assert _model_of(api.post("/txt2img", json=kept)) == "zz-other"
+    options = api.get("/options").json()
+    assert (
+        options["sd_model_checkpoint"].startswith("zz-other.safetensors") and options["CLIP_stop_at_last_layers"] == 2
+    )
+    plain = api.post("/txt2img", json=FAST)
+    assert _model_of(plain) == "zz-other" and "Clip skip: 2" in json.loads(plain.json()["info"])["infotexts"][0]
+
+    refused = {**kept, "override_settings": {"sd_model_checkpoint": "tiny-sd1.safetensors", "sd_vae": "nope.pt"}}
+    _error(api.post("/txt2img", json=refused), 404, "override_settings.sd_vae")
+    assert api.get("/options").json()["sd_model_checkpoint"].startswith("zz-other.safetensors")  # nothing kept
+
+
+def test_a_checkpoint_option_whose_file_went_is_named_as_the_option(
+    api: httpx.Client, server: Server, other_checkpoint: str
+) -> None:
+    folder = server.outputs.parent / "models" / "Stable-diffusion"
+    aside = server.outputs.parent / "aside.safetensors"
+    assert api.post("/options", json={"sd_model_checkpoint": other_checkpoint}).status_code == 200
+    (folder / other_checkpoint).rename(aside)
+    api.post("/refresh-checkpoints")
+    try:
+        _error(api.post("/txt2img", json=FAST), 404, "sd_model_checkpoint")
+        assert api.get("/options").json()["sd_model_checkpoint"] == other_checkpoint
+    finally:
+        aside.rename(folder / other_checkpoint)
         api.post("/refresh-checkpoints")
 
 
@@ -343,11 +409,36 @@ def _bomb() -> str:
         ("/txt2img", {**FAST, "prompt": "a (red:1.2.3) circle"}, 422, "prompt"),
         ("/txt2img", {**FAST, "negative_prompt": "(" * 500 + "blur"}, 422, "negative_prompt"),
         ("/txt2img", {**FAST, "sampler_name": "Euler Ultra"}, 400, "sampler_name"),
+        ("/txt2img", {**FAST, "sampler_name": None, "sampler_index": "Euler Ultra"}, 400, "sampler_index"),
+        ("/txt2img", {"infotext": "a cat\nSteps: 2, Sampler: Euler Ultra, Seed: 1, Size: 64x64"}, 400, "infotext"),
         ("/txt2img", {**FAST, "script_name": "x/y/z plot"}, 422, "script_name"),
         ("/txt2img", {**FAST, "alwayson_scripts": {"NoSuchScript": {"args": []}}}, 422, "alwayson_scripts"),
         ("/txt2img", {**FAST, "enable_hr": True}, 422, "enable_hr"),
-        ("/txt2img", {**FAST, "override_settings": {"sd_model_checkpoint": "../../../etc/passwd"}}, 404, "checkpoint"),
-        ("/txt2img", {**FAST, "override_settings": {"sd_vae": "..\\..\\secret.pt"}}, 404, "sd_vae"),
+        (
+            "/txt2img",
+            {**FAST, "override_settings": {"sd_model_checkpoint": "../../../etc/passwd"}},
+            404,
+            "override_settings.sd_model_checkpoint",
+        ),
+        ("/txt2img", {**FAST, "override_settings": {"sd_vae": "..\\..\\secret.pt"}}, 404, "override_settings.sd_vae"),
+        (
+            "/txt2img",
+            {**FAST, "override_settings": {"CLIP_stop_at_last_layers": 99}},
+            422,
+            "override_settings.CLIP_stop_at_last_layers",
+        ),
+        (
+            "/txt2img",
+            {
+                **FAST,
+                "override_settings": {"CLIP_stop_at_last_layers": 99},
+                "override_settings_restore_afterwards": False,
+            },
+            422,
+            "override_settings.CLIP_stop_at_last_layers",
+        ),
+        ("/txt2img", {"infotext": "a cat\nSteps: 2, Seed: 1, Size: 64x64, Model: nope"}, 404, "infotext"),
+        ("/txt2img", {"infotext": "a cat\nSteps: 2, Seed: 1, Size: 64x64, Clip skip: 40"}, 422, "infotext"),
         ("/png-info", {"image": "@@@"}, 422, "image"),
         ("/png-info", {}, 422, "image"),
     ],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -32,12 +33,14 @@ from webui.api.schemas import (
     Txt2ImgBody,
     UpscalerItem,
 )
-from webui.errors import EaselError, InvalidRequest, JobCancelled
+from webui.errors import EaselError, InvalidRequest, JobCancelled, ModelNotFound
 from webui.images import decode_image, encode_png_base64, open_base64_image
 from webui.outputs.infotext import parse_infotext, read_infotext
+from webui.service.jobs import Job
 from webui.service.service import GenerationService
 from webui.types import Mode
 from webui.weights import formats
+from webui.weights.registry import CheckpointInfo
 
 UPSCALERS = {"None": None, "Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}
 MAX_UPSCALED_SIDE = 8192
@@ -60,14 +63,107 @@ def owner_of(request: Request) -> str | None:
     return getattr(request.state, "user", None)
 
 
-def build_router(service: GenerationService, flags: dict[str, Any]) -> APIRouter:
+@dataclass
+class OptionChanges:
+    """Checked option values, ready to apply: Settings-tab preferences and the chosen checkpoint."""
+
+    preferences: dict[str, Any] = field(default_factory=dict)
+    checkpoint: CheckpointInfo | None = None
+
+
+class ApiOptions:
+    """A1111's options as both APIs keep them between calls, and the one way a body becomes a queued job.
+
+    ``sd_model_checkpoint`` is a choice (what ``POST /options`` set, else the default checkpoint), kept apart from
+    whichever model happens to be loaded: a call's ``override_settings`` loads another model for that call only,
+    and every call names the model it runs on, so the next call without an override goes back to the choice, as
+    A1111 restores its option afterwards. The choice lives in memory (a restart goes back to the default, or
+    ``--ckpt``); the other options are the Settings tab's saved preferences.
+    """
+
+    def __init__(self, service: GenerationService) -> None:
+        self.service = service
+        self._chosen: str | None = None  # a checkpoint name; None: the default (one attribute: atomic to swap)
+
+    def checkpoint(self) -> str | None:
+        """The chosen checkpoint's name, else the default's (None when there is no usable one)."""
+        if self._chosen is not None:
+            return self._chosen
+        default = self.service.default_checkpoint()
+        return default.name if default is not None else None
+
+    def checkpoint_info(self) -> CheckpointInfo | None:
+        """The chosen checkpoint as listed now (None when its file is gone: the next call names the option)."""
+        name = self.checkpoint()
+        if name is None:
+            return None
+        try:
+            return self.service.engine.weights.checkpoints.get(name)
+        except ModelNotFound:
+            return None
+
+    def check(self, values: dict[str, Any], prefix: str = "") -> OptionChanges:
+        """The changes ``values`` (A1111 option names) ask for, all checked before any applies; an error names the
+        option as sent (``prefix`` + its name). Keys Easel does not have are ignored, as A1111 ignores them."""
+        weights = self.service.engine.weights
+        names = {easel: prefix + a1111 for a1111, easel in PREFERENCE_OPTIONS.items()}
+        names |= {"checkpoint": f"{prefix}sd_model_checkpoint", "vae": f"{prefix}sd_vae"}
+        changes = OptionChanges(
+            {easel: values[a1111] for a1111, easel in PREFERENCE_OPTIONS.items() if a1111 in values}
+        )
+        try:
+            if "sd_vae" in changes.preferences:
+                vae = changes.preferences["sd_vae"]
+                if not isinstance(vae, str):
+                    raise InvalidRequest("sd_vae", f"must be a VAE name, got {vae!r}")
+                weights.vaes.check(vae)
+            checkpoint = values.get("sd_model_checkpoint")
+            if checkpoint is not None:
+                if not isinstance(checkpoint, str):
+                    raise InvalidRequest("checkpoint", f"must be a checkpoint title, got {checkpoint!r}")
+                changes.checkpoint = weights.checkpoints.get(checkpoint)
+            if changes.preferences:
+                self.service.preferences.check(**changes.preferences)
+        except (InvalidRequest, ModelNotFound) as exc:
+            raise convert.a1111_error(exc, names) from None
+        return changes
+
+    def apply(self, changes: OptionChanges, owner: str | None, *, load: bool) -> None:
+        """Make checked changes the options; ``load`` loads the checkpoint now (``POST /options``, as A1111),
+        otherwise the next call that uses it does."""
+        if changes.checkpoint is not None:
+            if load:
+                self.service.load_checkpoint(changes.checkpoint.name, owner=owner).wait()
+            self._chosen = changes.checkpoint.name
+        if changes.preferences:
+            self.service.update_preferences(**changes.preferences)
+
+    def submit(self, body: Txt2ImgBody, mode: Mode, owner: str | None) -> Job:
+        """Queue the job an A1111 body describes, on the chosen checkpoint unless it overrides it; errors name
+        A1111's fields. With ``override_settings_restore_afterwards`` false the call's overrides become the
+        options once the job is accepted (checked first, so a refused call changes nothing)."""
+        kept: OptionChanges | None = None
+        try:
+            gen = convert.build_request(
+                body, mode, self.service.preferences.current, self.service.rename_loras, checkpoint=self.checkpoint()
+            )
+            if body.override_settings and not body.override_settings_restore_afterwards:
+                kept = self.check(body.override_settings, prefix="override_settings.")
+            job = self.service.submit(gen, owner=owner)
+        except (InvalidRequest, ModelNotFound) as exc:
+            raise convert.a1111_error(exc, convert.a1111_names(body)) from None
+        if kept is not None:
+            self.apply(kept, owner, load=False)
+        return job
+
+
+def build_router(service: GenerationService, flags: dict[str, Any], options: ApiOptions) -> APIRouter:
     router = APIRouter(prefix="/sdapi/v1", tags=["A1111 compatible"])
     weights = service.engine.weights
 
     # -- generation --------------------------------------------------------------------------------------
     def run(body: Txt2ImgBody, mode: Mode, request: Request) -> GenerationResponse:
-        gen = convert.build_request(body, mode, service.preferences.current, service.rename_loras)
-        job = service.submit(gen, owner=owner_of(request))
+        job = options.submit(body, mode, owner_of(request))
         try:
             result = job.wait()
         except JobCancelled:
@@ -143,18 +239,14 @@ def build_router(service: GenerationService, flags: dict[str, Any]) -> APIRouter
         return on_current(request, "skip")
 
     # -- options ------------------------------------------------------------------------------------------
-    def current_checkpoint_title() -> str | None:
-        if weights.active is not None:
-            return weights.active.info.title
-        default = service.default_checkpoint()
-        return default.title if default is not None else None
-
     @router.get("/options")
     def get_options() -> dict[str, Any]:
+        """The options: the chosen checkpoint (not whatever an override loaded last) and the saved preferences."""
         prefs = service.preferences.current
         values: dict[str, Any] = {a1111: getattr(prefs, easel) for a1111, easel in PREFERENCE_OPTIONS.items()}
-        values["sd_model_checkpoint"] = current_checkpoint_title()
-        values["sd_checkpoint_hash"] = weights.active.info.sha256 if weights.active else None
+        chosen = options.checkpoint_info()
+        values["sd_model_checkpoint"] = chosen.title if chosen is not None else options.checkpoint()
+        values["sd_checkpoint_hash"] = chosen.sha256 if chosen is not None else None
         values["live_previews_enable"] = prefs.preview_every > 0
         values["quicksettings_list"] = ["sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers"]
         return values
@@ -162,30 +254,8 @@ def build_router(service: GenerationService, flags: dict[str, Any]) -> APIRouter
     @router.post("/options")
     def set_options(body: dict[str, Any], request: Request) -> dict[str, Any]:
         """Set and persist options; an unknown checkpoint or VAE, or a bad value, is refused before anything
-        changes. Keys Easel does not have are ignored, as A1111 ignores unknown option names."""
-        changes: dict[str, Any] = {}
-        for a1111, easel in PREFERENCE_OPTIONS.items():
-            if a1111 in body:
-                changes[easel] = body[a1111]
-        if "sd_vae" in changes:
-            if not isinstance(changes["sd_vae"], str):
-                raise InvalidRequest("sd_vae", f"must be a VAE name, got {changes['sd_vae']!r}")
-            weights.vaes.check(changes["sd_vae"])
-        checkpoint = body.get("sd_model_checkpoint")
-        if checkpoint is not None:
-            if not isinstance(checkpoint, str):
-                raise InvalidRequest("sd_model_checkpoint", f"must be a checkpoint title, got {checkpoint!r}")
-            weights.checkpoints.get(checkpoint)
-        if changes:
-            try:
-                service.preferences.check(**changes)
-            except InvalidRequest as exc:  # name the option as the client sent it
-                names = {easel: a1111 for a1111, easel in PREFERENCE_OPTIONS.items()}
-                raise InvalidRequest(names.get(exc.field, exc.field), exc.message) from None
-        if checkpoint is not None:
-            service.load_checkpoint(checkpoint, owner=owner_of(request)).wait()
-        if changes:
-            service.update_preferences(**changes)
+        changes. A checkpoint is loaded now, as A1111 does, and becomes the one later calls use."""
+        options.apply(options.check(body), owner_of(request), load=True)
         return {}
 
     @router.get("/cmd-flags")
@@ -303,10 +373,10 @@ def build_router(service: GenerationService, flags: dict[str, Any]) -> APIRouter
     @router.post("/extra-single-image", response_model=ExtraSingleImageResponse)
     def extra_single_image(body: ExtraSingleImageBody) -> ExtraSingleImageResponse:
         """Built-in upscalers only (Lanczos, Nearest); model upscalers come with the upscaling work."""
-        for field in ("upscaler_1", "upscaler_2"):
-            name = getattr(body, field)
+        for option in ("upscaler_1", "upscaler_2"):
+            name = getattr(body, option)
             if name not in UPSCALERS:
-                raise InvalidRequest(field, f"unknown upscaler '{name}' (allowed: {', '.join(UPSCALERS)})")
+                raise InvalidRequest(option, f"unknown upscaler '{name}' (allowed: {', '.join(UPSCALERS)})")
         image = decode_image(body.image, "image")
         if body.resize_mode == 0:
             if not 1.0 <= body.upscaling_resize <= 8.0:
@@ -361,9 +431,12 @@ def build_router(service: GenerationService, flags: dict[str, Any]) -> APIRouter
 
 def error_status(exc: EaselError) -> int:
     """A1111's status codes where it has one: 400 unknown sampler, 422 unknown script or bad value; 429 (with
-    Retry-After) when the queue is full."""
-    from webui.errors import JobNotFound, ModelLoadError, ModelNotFound, QueueFull
+    Retry-After) when the queue is full. An error renamed to A1111's field name keeps its original's status."""
+    from webui.errors import JobNotFound, ModelLoadError, QueueFull
 
+    original = getattr(exc, "renamed_from", None)
+    if isinstance(original, EaselError):
+        return error_status(original)
     declared = getattr(exc, "http_status", None)
     if isinstance(declared, int):
         return declared

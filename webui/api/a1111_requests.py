@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from webui import __version__, samplers
 from webui.api.schemas import Img2ImgBody, Txt2ImgBody
-from webui.errors import EaselError, InvalidRequest
+from webui.errors import EaselError, InvalidRequest, ModelNotFound
 from webui.images import decode_image, encode_png_base64
 from webui.outputs.infotext import parse_infotext, request_fields_from_infotext
 from webui.preferences import Preferences
@@ -25,6 +25,15 @@ REQUEST_OPTIONS = {
     "sd_vae": "vae",
     "CLIP_stop_at_last_layers": "clip_skip",
 }
+# Easel's request fields whose A1111 name differs: an error names what the client sent, not Easel's field.
+A1111_FIELDS = {
+    "checkpoint": "sd_model_checkpoint",
+    "vae": "sd_vae",
+    "clip_skip": "CLIP_stop_at_last_layers",
+    "init_image": "init_images",
+}
+# Labels that lookups put in their errors (``ModelNotFound.field``), as request fields.
+_LABELS = {"sd_vae": "vae"}
 
 
 class ScriptNotFound(EaselError):
@@ -54,17 +63,19 @@ def _refuse_unsupported(body: Txt2ImgBody) -> None:
 
 
 def _infotext_fields(body: Txt2ImgBody, rename_loras: Callable[[str, str | None], str] | None) -> dict[str, Any]:
-    """A1111 1.10's ``infotext``: its values fill the fields the body did not set explicitly; LoRAs renamed since
-    are found by the hashes it recorded."""
+    """A1111 1.10's ``infotext``: its values fill the fields the body did not set explicitly (an option set in
+    ``override_settings`` wins over the infotext's, as in A1111); LoRAs renamed since are found by the hashes it
+    recorded."""
     if not body.infotext:
         return {}
     parsed = parse_infotext(body.infotext)
     fields = request_fields_from_infotext(parsed)
     if rename_loras is not None:
         fields["prompt"] = rename_loras(fields["prompt"], parsed.get("Lora hashes"))
-    explicit = body.model_fields_set
-    renamed = {"checkpoint": "override_settings"}
-    return {k: v for k, v in fields.items() if renamed.get(k, k) not in explicit}
+    explicit = body.model_fields_set | {
+        REQUEST_OPTIONS[k] for k in body.override_settings or {} if k in REQUEST_OPTIONS
+    }
+    return {k: v for k, v in fields.items() if k not in explicit}
 
 
 def build_request(
@@ -72,11 +83,17 @@ def build_request(
     mode: Mode,
     prefs: Preferences,
     rename_loras: Callable[[str, str | None], str] | None = None,
+    checkpoint: str | None = None,
 ) -> GenerationRequest:
-    """The ``GenerationRequest`` an A1111 body describes; Easel's saved options fill what it leaves out."""
+    """The ``GenerationRequest`` an A1111 body describes; Easel's saved options fill what it leaves out.
+
+    ``checkpoint`` is the ``sd_model_checkpoint`` option: named in every request, so a model loaded by an earlier
+    call's ``override_settings`` is never used by a call that did not ask for it.
+    """
     _refuse_unsupported(body)
     overrides = body.override_settings or {}
     fields: dict[str, Any] = {
+        "checkpoint": checkpoint,
         "mode": mode,
         "prompt": body.prompt,
         "negative_prompt": body.negative_prompt,
@@ -124,6 +141,46 @@ def _img2img_fields(body: Img2ImgBody, fields: dict[str, Any], mode: Mode) -> No
         if body.inpainting_mask_invert not in (0, 1):
             raise InvalidRequest("inpainting_mask_invert", f"must be 0 or 1, got {body.inpainting_mask_invert}")
         fields["inpainting_mask_invert"] = bool(body.inpainting_mask_invert)
+
+
+def a1111_names(body: Txt2ImgBody) -> dict[str, str]:
+    """Which A1111 field set each of Easel's request fields in this body, for errors: an ``override_settings``
+    option is named with its path, a value taken from ``infotext`` as the infotext."""
+    names = dict(A1111_FIELDS)
+    if body.sampler_name is None and "sampler_index" in body.model_fields_set:
+        names["sampler_name"] = "sampler_index"  # the legacy name, when it was the one sent
+    names.update(dict.fromkeys(_infotext_fields(body, None), "infotext"))
+    for option, field in REQUEST_OPTIONS.items():
+        if option in (body.override_settings or {}):
+            names[field] = f"override_settings.{option}"
+    return names
+
+
+def a1111_error(exc: EaselError, names: Mapping[str, str]) -> EaselError:
+    """``exc`` naming the field as the client sent it (``names``: Easel's field → A1111's), e.g. ``clip_skip`` →
+    ``override_settings.CLIP_stop_at_last_layers``. The renamed error keeps the original as ``renamed_from``, so
+    its HTTP status stays the original's; errors of other kinds, or already named right, come back unchanged."""
+    field = getattr(exc, "field", None)
+    if not isinstance(field, str):
+        return exc
+    own = _LABELS.get(field, field)
+    name = names.get(own, own)
+    if name == field:
+        return exc
+    text = str(exc)
+    rest = text[len(field) :] if text.startswith(f"{field}:") else f": {text}"
+    if name == "infotext":  # which of the infotext's values is at fault
+        rest = f": {A1111_FIELDS.get(own, own)}{rest}"
+    renamed: EaselError
+    if isinstance(exc, ModelNotFound):
+        renamed = ModelNotFound(name, exc.name)
+        renamed.args = (f"{name}{rest}",)
+    elif type(exc) is InvalidRequest:
+        renamed = InvalidRequest(name, rest.removeprefix(": "))
+    else:
+        return exc
+    renamed.renamed_from = exc  # type: ignore[attr-defined]
+    return renamed
 
 
 def echo_parameters(body: Txt2ImgBody) -> dict[str, Any]:

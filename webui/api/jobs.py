@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from webui.api import a1111_requests as convert
-from webui.api.a1111 import owner_of
+from webui.api.a1111 import ApiOptions, owner_of
 from webui.api.schemas import Img2ImgBody
 from webui.errors import EaselError, InvalidRequest, JobNotFound
 from webui.images import encode_png_base64
@@ -117,7 +117,7 @@ def _status(job: Job, progress: Progress | None = None) -> JobStatus:
     )
 
 
-def build_router(service: GenerationService) -> APIRouter:
+def build_router(service: GenerationService, options: ApiOptions) -> APIRouter:
     router = APIRouter(prefix="/easel/v1", tags=["Easel jobs"])
 
     def mine(job_id: str, request: Request) -> Job:
@@ -136,8 +136,7 @@ def build_router(service: GenerationService) -> APIRouter:
             raise InvalidRequest("mask", "inpaint needs a mask (base64; white = repaint)")
         if mode is Mode.IMG2IMG and body.mask:
             mode = Mode.INPAINT
-        gen = convert.build_request(body, mode, service.preferences.current, service.rename_loras)
-        return _status(service.submit(gen, owner=owner_of(request)))
+        return _status(options.submit(body, mode, owner_of(request)))
 
     @router.get("/jobs", response_model=list[JobStatus])
     def listing(request: Request) -> list[JobStatus]:

@@ -226,8 +226,9 @@ def build_app(
     """The ASGI app to serve: API routes first, then the page mounted at ``/``, wrapped in the limits and auth."""
     app = FastAPI(title="Easel", version=_version(), docs_url="/docs", redoc_url=None)
     _install_error_handlers(app)
-    app.include_router(a1111.build_router(service, flags or {}))
-    app.include_router(jobs.build_router(service))
+    options = a1111.ApiOptions(service)  # one set of options for both APIs
+    app.include_router(a1111.build_router(service, flags or {}, options))
+    app.include_router(jobs.build_router(service, options))
     if page is not None:
         import gradio as gr
 
