@@ -97,6 +97,11 @@ class GenerationRequest(BaseModel):
     hr_scheduler: str = ""
     hr_prompt: str = ""  # "": the first pass's
     hr_negative_prompt: str = ""
+    # SD upscale (img2img): the input upscaled, then img2img'd tile by tile at width x height
+    sd_upscale: bool = False
+    sd_upscale_scale: float = 2.0
+    sd_upscale_upscaler: str = "Lanczos"
+    sd_upscale_overlap: int = 64
     # ControlNet (the extension's units; disabled ones are kept so infotext numbering matches the UI)
     controlnet_units: list[ControlNetUnit] = []
     # output
@@ -109,7 +114,7 @@ class GenerationRequest(BaseModel):
             raise ValueError(f"must be at most {MAX_PROMPT_CHARS} characters, got {len(value)}")
         return value
 
-    @field_validator("cfg_scale", "denoising_strength", "hr_scale")
+    @field_validator("cfg_scale", "denoising_strength", "hr_scale", "sd_upscale_scale")
     @classmethod
     def _finite(cls, value: float) -> float:
         if not math.isfinite(value):
@@ -131,6 +136,7 @@ class GenerationRequest(BaseModel):
             raise InvalidRequest("init_image", f"an input image is required for {self.mode.value}")
         self._check_controlnet()
         self._check_hires()
+        self._check_sd_upscale()
         if self.mode is Mode.INPAINT:
             if self.mask is None:
                 raise InvalidRequest("mask", "a mask image is required for inpaint")
@@ -164,6 +170,28 @@ class GenerationRequest(BaseModel):
         except InvalidRequest as exc:
             field = "hr_scheduler" if exc.field == "scheduler" else "hr_sampler_name"
             raise InvalidRequest(field, exc.message) from None
+
+    def _check_sd_upscale(self) -> None:
+        if not self.sd_upscale:
+            return
+        if self.mode is not Mode.IMG2IMG:
+            raise InvalidRequest("sd_upscale", "SD upscale is an img2img script (give it the image to upscale)")
+        if not 1.0 <= self.sd_upscale_scale <= 4.0:
+            raise InvalidRequest("sd_upscale_scale", f"must be between 1 and 4, got {self.sd_upscale_scale:g}")
+        if not 0 <= self.sd_upscale_overlap <= min(self.width, self.height) // 2:
+            raise InvalidRequest(
+                "sd_upscale_overlap",
+                f"must be between 0 and half the tile ({min(self.width, self.height) // 2}), got {self.sd_upscale_overlap}",
+            )
+        if self.batch_size != 1:
+            raise InvalidRequest("batch_size", "must be 1 with SD upscale (use batch count for more images)")
+
+    def sd_upscale_size(self) -> tuple[int, int] | None:
+        """The upscaled image's size (the tiles are ``width`` x ``height``); None without SD upscale."""
+        if not self.sd_upscale or self.init_image is None:
+            return None
+        w, h = self.init_image.size
+        return max(8, int(w * self.sd_upscale_scale)), max(8, int(h * self.sd_upscale_scale))
 
     def hires_plan(self) -> hires.HiresPlan | None:
         """The second pass's size, steps and upscaler (None without hires fix)."""
@@ -216,6 +244,14 @@ class GenerationRequest(BaseModel):
                     f"the hires size {plan.width}x{plan.height} is over the limit ({limits.max_size} px a side, "
                     f"{limits.max_pixels} pixels)",
                 )
+        upscaled = self.sd_upscale_size()
+        if upscaled is not None and (
+            max(upscaled) > limits.max_size * 4 or upscaled[0] * upscaled[1] > limits.max_pixels * 16
+        ):
+            raise InvalidRequest(
+                "sd_upscale_scale",
+                f"the upscaled size {upscaled[0]}x{upscaled[1]} is over the limit ({limits.max_size * 4} px a side)",
+            )
         if self.width * self.height > limits.max_pixels:
             raise InvalidRequest(
                 "width", f"width x height must be at most {limits.max_pixels} pixels, got {self.width * self.height}"

@@ -27,14 +27,14 @@ from webui.controlnet.units import ControlNetUnit, HiresOption
 from webui.errors import GenerationFailed, ImageSkipped
 from webui.networks.lora import LORA_KINDS, LoraUse
 from webui.outputs.infotext import infotext_for
-from webui.pipeline import hires, imageops
+from webui.pipeline import hires, imageops, tiles
 from webui.pipeline.device import DeviceConfig
 from webui.pipeline.preview import PreviewProjection, cheap_preview
 from webui.pipeline.schedulers import build_scheduler, schedule_label
 from webui.pipeline.taesd import TaesdPreviews
 from webui.prompts.conditioning import PromptEncoder, StepConditioning, build_conditioning
 from webui.prompts.parser import extract_networks
-from webui.types import SEED_MAX, GeneratedImage, GenerationRequest, MaskedContent, Mode
+from webui.types import SEED_MAX, GeneratedImage, GenerationRequest, MaskedContent, Mode, ResizeMode
 from webui.weights.manager import ActiveModel, WeightsManager
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,19 @@ class Engine:
         """Yield each finished image (not yet saved); things the user should know are appended to ``notes``,
         and the ControlNet units' detected maps (those with ``save_detected_map``) to ``maps``."""
         notes = [] if notes is None else notes
+        if request.sd_upscale:
+            yield from self._sd_upscale(request, on_step, notes, maps)
+            return
+        yield from self._generate(request, on_step, notes, maps)
+
+    def _generate(
+        self,
+        request: GenerationRequest,
+        on_step: StepCallback | None,
+        notes: list[str],
+        maps: list[Image.Image] | None,
+        extra_infotext: dict[str, Any] | None = None,
+    ) -> Iterator[GeneratedImage]:
         # 1. Resolve the request against what is on disk and load or reuse the weights.
         model = self.weights.use(request.checkpoint)
         self._own(model)  # release the previous model's pipelines now, even if this job fails early
@@ -177,7 +190,7 @@ class Engine:
             applied = self.weights.loras.apply(model, pipe, uses)
             texts = [encoded.prompt, encoded.negative_prompt, encoded.hr_prompt, encoded.hr_negative_prompt]
             words = self.weights.embeddings.prepare(model, pipe, [t for t in texts if t], notes)
-            extra: dict[str, Any] = dict(control_info)
+            extra: dict[str, Any] = {**control_info, **(extra_infotext or {})}
             if applied:
                 extra["Lora hashes"] = ", ".join(f"{a.use.name}: {a.short_hash}" for a in applied)
             if words:
@@ -186,6 +199,57 @@ class Engine:
             yield from self._batches(request, model, pipe, prepared, encoded, seeds, vae, extra, notes, on_step, passes)
         finally:
             self.weights.loras.deactivate(pipe)
+
+    def _sd_upscale(
+        self,
+        request: GenerationRequest,
+        on_step: StepCallback | None,
+        notes: list[str],
+        maps: list[Image.Image] | None,
+    ) -> Iterator[GeneratedImage]:
+        """A1111's "SD upscale": the input upscaled, cut into overlapping tiles of the request's size, each tile
+        img2img'd (its own crop is the "img2img input" of ControlNet units, so a tile ControlNet sees it), and the
+        tiles faded together. The device only ever holds one tile's work, whatever the output size."""
+        size = request.sd_upscale_size()
+        assert size is not None and request.init_image is not None
+        self.weights.use(request.checkpoint)  # fail on a bad model before the (possibly slow) upscale
+        upscaled = self.weights.upscalers.upscale(
+            request.init_image, request.sd_upscale_upscaler, *size, device=self.device.device,
+            field="sd_upscale_upscaler",
+        )  # fmt: skip
+        layout = tiles.grid(*size, request.width, request.height, request.sd_upscale_overlap)
+        base_seed = random.randint(0, SEED_MAX) if request.seed == -1 else request.seed
+        extra = {
+            "SD upscale": request.sd_upscale_scale,
+            "SD upscale upscaler": request.sd_upscale_upscaler,
+            "SD upscale overlap": request.sd_upscale_overlap,
+        }
+        for iteration in range(request.n_iter):
+            seed = base_seed + iteration
+            pieces: list[GeneratedImage] = []
+            for index, tile in enumerate(layout):
+                sub = request.model_copy(
+                    update={
+                        "sd_upscale": False,
+                        "init_image": upscaled.crop(tile.box),
+                        "width": tile.width,
+                        "height": tile.height,
+                        "n_iter": 1,
+                        "seed": seed,
+                        "resize_mode": ResizeMode.JUST_RESIZE,
+                    }
+                )
+                step = _tile_steps(on_step, index, len(layout), iteration, request.n_iter)
+                made = list(self._generate(sub, step, notes if index == 0 else [], maps if index == 0 else None, extra))
+                if not made:  # the user skipped this image: the rest of its tiles too
+                    break
+                pieces.extend(made)
+            maps = None  # the first image's maps are enough
+            if len(pieces) < len(layout):
+                notes.append(f"skipped image {iteration + 1} of {request.n_iter}")
+                continue
+            joined = tiles.blend(layout, [p.image for p in pieces], *size)
+            yield GeneratedImage(image=joined, seed=seed, infotext=pieces[0].infotext)
 
     def _controls(
         self,
@@ -658,3 +722,24 @@ def _attached(control: ControlHook | None, model: ActiveModel) -> contextlib.Abs
         return contextlib.nullcontext()
     control.advance(0, 1)
     return control.attached(model.components["unet"])
+
+
+def _tile_steps(
+    on_step: StepCallback | None, index: int, count: int, iteration: int, iterations: int
+) -> StepCallback | None:
+    """Progress of one tile as progress over the whole upscaled image (all its tiles' steps)."""
+    if on_step is None:
+        return None
+
+    def report(info: StepInfo) -> None:
+        on_step(
+            StepInfo(
+                step=index * info.total_steps + info.step,
+                total_steps=count * info.total_steps,
+                iteration=iteration,
+                iterations=iterations,
+                preview=info.preview,
+            )
+        )
+
+    return report

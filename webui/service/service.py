@@ -79,6 +79,8 @@ class GenerationService:
         self._check_controlnets(request)
         if request.enable_hr and request.hr_upscaler not in LATENT_UPSCALERS:
             self.engine.weights.upscalers.check(request.hr_upscaler, "hr_upscaler")
+        if request.sd_upscale:
+            self.engine.weights.upscalers.check(request.sd_upscale_upscaler, "sd_upscale_upscaler")
         self._check_prompts(request)
         job = Job(request=request, run=self._run_generation, owner=owner)
         return self._enqueue(job)
