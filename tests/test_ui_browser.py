@@ -303,6 +303,74 @@ def test_interrupting_a_batch_keeps_and_shows_the_images_already_finished(ui: Pa
     expect(ui.locator("#txt2img_file_link a")).to_have_text(re.compile(re.escape(saved.name)))
 
 
+def test_a_long_job_shows_live_previews_while_it_runs(ui: Page, server: Server) -> None:
+    ui.locator("#txt2img_prompt textarea").fill("a previewed job")
+    _set_number(ui, "txt2img_steps", 150)  # long enough to watch; previews every 4 steps by default
+    _set_number(ui, "txt2img_width", 128)
+    _set_number(ui, "txt2img_height", 192)
+    before = server.pngs()
+    preview = ui.locator("#txt2img_preview img")
+    expect(ui.locator("#txt2img_preview")).to_be_hidden()
+    ui.locator("#txt2img_generate").click()
+    progress = ui.locator("#txt2img_progress")
+    expect(progress).to_contain_text(re.compile(r"step ([4-9]|\d\d+)/150"), timeout=60_000)
+    expect(preview).to_be_visible(timeout=15_000)
+    expect(preview).to_have_js_property("complete", True)
+    # A decoded picture at the image's size (the latent upscaled by the VAE's factor), not a broken tile.
+    assert preview.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [128, 192]
+    _shot(ui, "txt2img-preview")
+    ui.locator("#txt2img_interrupt").click()
+    expect(progress).to_contain_text("Interrupted", timeout=15_000)
+    expect(ui.locator("#txt2img_preview")).to_be_hidden()  # hidden again once the job ends
+    assert server.pngs() == before
+
+
+def test_skip_drops_the_image_being_made_and_the_batch_goes_on(ui: Page, server: Server) -> None:
+    _small_job(ui, seed=61, prompt="a skipped batch")
+    _set_number(ui, "txt2img_steps", 100)  # long enough for the click to land in image 2 on a fast machine
+    _set_number(ui, "txt2img_batch_count", 3)
+    before = server.pngs()
+    ui.locator("#txt2img_generate").click()
+    progress = ui.locator("#txt2img_progress")
+    expect(progress).to_contain_text(re.compile(r"image 2/3, step \d+/100"), timeout=60_000)
+    ui.locator("#txt2img_skip").click()
+    expect(progress).to_contain_text("Done in", timeout=120_000)
+    expect(progress).to_contain_text(": 2 image(s)")
+    # Batch item i has seed 61 + i: the second (62) was dropped, the first and third are saved and shown.
+    assert sorted(p.name.rsplit("-", 1)[1] for p in server.pngs() - before) == ["61.png", "63.png"]
+    expect(ui.locator("#txt2img_gallery img")).to_have_count(2)
+
+
+def test_the_swap_button_exchanges_width_and_height_and_the_image_has_the_swapped_size(
+    ui: Page, server: Server
+) -> None:
+    _small_job(ui, seed=71)
+    _set_number(ui, "txt2img_height", 128)
+    ui.locator("#txt2img_swap_size").click()
+    expect(ui.locator("#txt2img_width input[type=number]")).to_have_value("128")
+    expect(ui.locator("#txt2img_height input[type=number]")).to_have_value("64")
+    before = server.pngs()
+    ui.locator("#txt2img_generate").click()
+    path = _expect_done(ui, server, before, seed=71)
+    assert "Size: 128x64," in ui.locator("#txt2img_info textarea").input_value()
+    from PIL import Image
+
+    assert Image.open(path).size == (128, 64)
+
+
+def test_the_negative_prompt_has_its_own_token_counter(ui: Page) -> None:
+    counter = ui.locator("#txt2img_negative_token_counter")
+    expect(counter).to_have_text("0/75")
+    ui.locator("#txt2img_prompt textarea").fill("a red circle")
+    ui.locator("#txt2img_neg_prompt textarea").fill("a blue square on a white background")
+    expect(counter).to_have_text("7/75")
+    expect(ui.locator("#txt2img_token_counter")).to_have_text("3/75")
+    ui.locator("#txt2img_neg_prompt textarea").fill("red " * 80)  # over one chunk: the next 75 is shown
+    expect(counter).to_have_text("80/150")
+    expect(counter.locator(".easel-tokens-over")).to_have_count(1)
+    expect(ui.locator("#txt2img_token_counter")).to_have_text("3/75")
+
+
 def test_send_to_buttons_carry_the_selected_image_to_img2img_inpaint_and_controlnet(ui: Page, server: Server) -> None:
     _small_job(ui, seed=41)
     before = server.pngs()
