@@ -276,6 +276,45 @@ def test_a_checkpoint_option_whose_file_went_is_named_as_the_option(
         api.post("/refresh-checkpoints")
 
 
+def test_info_has_every_key_a1111_sends(api: httpx.Client) -> None:
+    """``Processed.js()`` in A1111 1.10 (../shared/reference/a1111-compat.md §3.2); Easel adds two."""
+    a1111_keys = {
+        "prompt", "all_prompts", "negative_prompt", "all_negative_prompts", "seed", "all_seeds", "subseed",
+        "all_subseeds", "subseed_strength", "width", "height", "sampler_name", "cfg_scale", "steps", "batch_size",
+        "restore_faces", "face_restoration_model", "sd_model_name", "sd_model_hash", "sd_vae_name", "sd_vae_hash",
+        "seed_resize_from_w", "seed_resize_from_h", "denoising_strength", "extra_generation_params",
+        "index_of_first_image", "infotexts", "styles", "job_timestamp", "clip_skip",
+        "is_using_inpainting_conditioning", "version",
+    }  # fmt: skip
+    for path, body in (("/txt2img", FAST), ("/img2img", {**FAST, "init_images": [_b64(_scene())]})):
+        info = json.loads(api.post(path, json=body).json()["info"])
+        assert set(info) - {"scheduler", "notes"} == a1111_keys, path
+        assert len(info["all_prompts"]) == len(info["infotexts"]) == len(info["all_seeds"]) == 1
+        assert isinstance(info["extra_generation_params"], dict) and isinstance(info["job_timestamp"], str)
+
+
+def test_webuiapi_style_defaults_for_unsupported_fields_are_accepted(api: httpx.Client) -> None:
+    """Clients send "off" values for everything they know; only a real value of an unsupported field is refused."""
+    off = [
+        {"seed_resize_from_h": 0, "seed_resize_from_w": 0},  # webuiapi's
+        {"seed_resize_from_h": -1, "seed_resize_from_w": -1},  # A1111's
+        {"refiner_checkpoint": None, "refiner_switch_at": None},
+        {"refiner_checkpoint": "None", "refiner_switch_at": 0.8},  # without a refiner, A1111 ignores switch_at too
+        {"refiner_checkpoint": "", "disable_extra_networks": False},
+        {"disable_extra_networks": True},  # no tags in the prompt: nothing to leave unused
+    ]
+    for fields in off:
+        assert api.post("/txt2img", json={**FAST, **fields}).status_code == 200, fields
+    extras = {
+        "upscaler_2": "None",
+        "extras_upscaler_2_visibility": 0,
+        "gfpgan_visibility": 0,
+        "codeformer_visibility": 0,
+    }
+    response = api.post("/extra-single-image", json={"image": _b64(_scene()), "upscaler_1": "Nearest", **extras})
+    assert response.status_code == 200, response.text
+
+
 # -- lists --------------------------------------------------------------------------------------------------
 def test_the_lists_have_a1111s_shapes(api: httpx.Client) -> None:
     (model,) = api.get("/sd-models").json()
@@ -439,6 +478,36 @@ def _bomb() -> str:
         ),
         ("/txt2img", {"infotext": "a cat\nSteps: 2, Seed: 1, Size: 64x64, Model: nope"}, 404, "infotext"),
         ("/txt2img", {"infotext": "a cat\nSteps: 2, Seed: 1, Size: 64x64, Clip skip: 40"}, 422, "infotext"),
+        # A1111 fields Easel does not have: refused at a real value, never ignored
+        ("/img2img", {**FAST, "init_images": [_b64(_scene())] * 2}, 422, "init_images"),
+        ("/txt2img", {**FAST, "refiner_checkpoint": "sdxl_refiner.safetensors"}, 422, "refiner_checkpoint"),
+        ("/txt2img", {**FAST, "seed_resize_from_h": 512, "seed_resize_from_w": 512}, 422, "seed_resize_from_w"),
+        ("/txt2img", {**FAST, "seed_resize_from_h": 512}, 422, "seed_resize_from_h"),
+        (
+            "/txt2img",
+            {**FAST, "prompt": "x <lora:detail:1>", "disable_extra_networks": True},
+            422,
+            "disable_extra_networks",
+        ),
+        ("/extra-single-image", {"image": _b64(_scene()), "upscaler_2": "Lanczos"}, 422, "upscaler_2"),
+        (
+            "/extra-single-image",
+            {"image": _b64(_scene()), "extras_upscaler_2_visibility": 0.5},
+            422,
+            "extras_upscaler_2_visibility",
+        ),
+        ("/extra-single-image", {"image": _b64(_scene()), "gfpgan_visibility": 1}, 422, "gfpgan_visibility"),
+        ("/extra-single-image", {"image": _b64(_scene()), "codeformer_visibility": 0.5}, 422, "codeformer_visibility"),
+        # images: never a URL, bombs and non-images refused by every route that takes one
+        ("/img2img", {**FAST, "init_images": ["http://127.0.0.1:9/cat.png"]}, 422, "init_images"),
+        ("/img2img", {**FAST, "init_images": ["file:///etc/passwd"]}, 422, "init_images"),
+        ("/img2img", {**FAST, "init_images": [_b64(_scene())], "mask": "https://example.com/m.png"}, 422, "mask"),
+        ("/png-info", {"image": "http://127.0.0.1:9/cat.png"}, 422, "image"),
+        ("/png-info", {"image": _bomb()}, 422, "image"),
+        ("/png-info", {"image": base64.b64encode(b"GIF89a but not really").decode()}, 422, "image"),
+        ("/extra-single-image", {"image": _bomb(), "upscaler_1": "Lanczos"}, 422, "image"),
+        ("/extra-single-image", {"image": base64.b64encode(b"\x00" * 64).decode()}, 422, "image"),
+        ("/extra-single-image", {"image": "https://example.com/x.png"}, 422, "image"),
         ("/png-info", {"image": "@@@"}, 422, "image"),
         ("/png-info", {}, 422, "image"),
     ],
@@ -448,6 +517,33 @@ def test_bad_input_is_a_4xx_naming_the_field_and_the_server_keeps_working(
 ) -> None:
     _error(api.post(path, json=body), status, field)
     assert api.get("/options").status_code == 200
+
+
+def test_an_image_given_as_a_file_path_is_refused_not_read(api: httpx.Client, server: Server) -> None:
+    """A path to a real PNG on the server would decode if Easel opened paths: it is refused as not base64."""
+    path = server.outputs.parent / "secret scene.png"
+    _scene().save(path)
+    for route, body, field in (
+        ("/img2img", {**FAST, "init_images": [str(path)]}, "init_images"),
+        ("/img2img", {**FAST, "init_images": [_b64(_scene())], "mask": str(path)}, "mask"),
+        ("/png-info", {"image": str(path)}, "image"),
+        ("/extra-single-image", {"image": str(path)}, "image"),
+        ("/extra-single-image", {"image": path.as_uri()}, "image"),
+    ):
+        _error(api.post(route, json=body), 422, field)
+
+
+def test_a_lora_name_cannot_leave_the_lora_folder(api: httpx.Client, server: Server) -> None:
+    """``<lora:../../x:1>`` would be the real LoRA ``ROOT/x.safetensors`` if names were joined onto the folder."""
+    root = server.outputs.parent
+    make_lora(root / "x.safetensors", seed=3)
+    make_lora(root / "models" / "x.safetensors", seed=3)
+    for tag in ("<lora:../../x:1>", "<lora:../x:1>", f"<lora:{root / 'x'}:1>", "<lora:..\\..\\x:1>"):
+        body = _error(api.post("/txt2img", json={**FAST, "prompt": f"a cat {tag}"}), 404, "lora")
+        assert "not found" in body["detail"], tag
+    assert [lora["name"] for lora in api.get("/loras").json()] == ["detail"]
+    hashes = root / "models" / ".easel-cache" / "hashes.json"
+    assert "x.safetensors" not in (hashes.read_text() if hashes.exists() else "")  # never opened to be hashed
 
 
 def _chunked(total: int) -> Iterator[bytes]:

@@ -373,10 +373,10 @@ def build_router(service: GenerationService, flags: dict[str, Any], options: Api
     @router.post("/extra-single-image", response_model=ExtraSingleImageResponse)
     def extra_single_image(body: ExtraSingleImageBody) -> ExtraSingleImageResponse:
         """Built-in upscalers only (Lanczos, Nearest); model upscalers come with the upscaling work."""
-        for option in ("upscaler_1", "upscaler_2"):
-            name = getattr(body, option)
-            if name not in UPSCALERS:
-                raise InvalidRequest(option, f"unknown upscaler '{name}' (allowed: {', '.join(UPSCALERS)})")
+        _refuse_unsupported_extras(body)
+        if body.upscaler_1 not in UPSCALERS:
+            allowed = ", ".join(UPSCALERS)
+            raise InvalidRequest("upscaler_1", f"unknown upscaler '{body.upscaler_1}' (allowed: {allowed})")
         image = decode_image(body.image, "image")
         if body.resize_mode == 0:
             if not 1.0 <= body.upscaling_resize <= 8.0:
@@ -427,6 +427,23 @@ def build_router(service: GenerationService, flags: dict[str, Any], options: Api
         return data
 
     return router
+
+
+# Extras fields for what Easel does not have, with the value that means "off" (what webuiapi sends by default).
+UNSUPPORTED_EXTRAS = {
+    "upscaler_2": ("None", "a second upscaler"),
+    "extras_upscaler_2_visibility": (0, "a second upscaler"),
+    "gfpgan_visibility": (0, "GFPGAN face restoration"),
+    "codeformer_visibility": (0, "CodeFormer face restoration"),
+}
+
+
+def _refuse_unsupported_extras(body: ExtraSingleImageBody) -> None:
+    """Non-default values of the extras fields Easel cannot honour are refused by name, never ignored."""
+    for name, (off, what) in UNSUPPORTED_EXTRAS.items():
+        value = getattr(body, name)
+        if value != off:
+            raise InvalidRequest(name, f"{what} is not supported in Easel; send {off!r}, got {value!r}")
 
 
 def error_status(exc: EaselError) -> int:

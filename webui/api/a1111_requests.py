@@ -7,6 +7,7 @@ Kept apart from the routes so the mapping is testable without HTTP. Every refusa
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -34,6 +35,10 @@ A1111_FIELDS = {
 }
 # Labels that lookups put in their errors (``ModelNotFound.field``), as request fields.
 _LABELS = {"sd_vae": "vae"}
+# Extra-network tags, which A1111's ``disable_extra_networks`` leaves unused (without any, the flag changes nothing).
+_NETWORK_TAG = re.compile(r"<(lora|lyco|hypernet):", re.IGNORECASE)
+# What A1111 takes as "no refiner" (its own check in ``processing.py``).
+_NO_REFINER = {"", "none"}
 
 
 class ScriptNotFound(EaselError):
@@ -56,6 +61,19 @@ def _refuse_unsupported(body: Txt2ImgBody) -> None:
         raise InvalidRequest("subseed_strength", "variation seeds are not available yet in Easel; send 0")
     if body.styles:
         raise InvalidRequest("styles", f"unknown style(s) {body.styles!r}: Easel has no saved prompt styles yet")
+    if body.refiner_checkpoint is not None and body.refiner_checkpoint.strip().lower() not in _NO_REFINER:
+        raise InvalidRequest(
+            "refiner_checkpoint", 'the refiner is not available in Easel; leave it unset (null, "" or "None")'
+        )
+    if body.disable_extra_networks and _NETWORK_TAG.search(f"{body.prompt}\n{body.negative_prompt}"):
+        raise InvalidRequest(
+            "disable_extra_networks", "Easel cannot leave <lora:...> tags unused yet; remove them or send false"
+        )
+    for field in ("seed_resize_from_w", "seed_resize_from_h"):
+        if getattr(body, field) > 0:  # A1111 resizes the seed's noise only for sizes above 0
+            raise InvalidRequest(
+                field, f"resizing the seed is not available in Easel; send -1 or 0 (off), got {getattr(body, field)}"
+            )
     if body.script_name:
         raise ScriptNotFound("script_name", body.script_name)
     for name in body.alwayson_scripts or {}:
@@ -125,6 +143,12 @@ def build_request(
 def _img2img_fields(body: Img2ImgBody, fields: dict[str, Any], mode: Mode) -> None:
     if not body.init_images:
         raise InvalidRequest("init_images", "img2img needs at least one image (base64) in init_images")
+    if len(body.init_images) > 1:
+        raise InvalidRequest(
+            "init_images",
+            f"Easel takes one init image per call, got {len(body.init_images)} (A1111 makes one image of the batch "
+            "from each); send one image per call",
+        )
     fields["init_image"] = decode_image(body.init_images[0], "init_images")
     fields["resize_mode"] = body.resize_mode
     if body.denoising_strength is not None:

@@ -2,7 +2,9 @@
 
 Clients send A1111's whole field set (``webuiapi`` sends every field it knows, most at their defaults), so unknown
 fields are ignored as A1111's own models ignore them. A field Easel cannot honour *at a non-default value* (hires
-fix, a script, face restoration) is refused by name in ``a1111_requests``, never silently dropped.
+fix, a script, face restoration, the refiner, seed resize, a second upscaler) is refused by name in
+``a1111_requests`` or the route, never silently dropped. The defaults refused against are what clients send when
+they mean "off": ``webuiapi`` 0.9.17 sends ``seed_resize_from_h/w`` 0 where A1111's own default is -1, so both pass.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class Txt2ImgBody(_Lenient):
     denoising_strength: float | None = None
     override_settings: dict[str, Any] | None = None
     override_settings_restore_afterwards: bool = True
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float | None = None  # without a refiner checkpoint it changes nothing, in A1111 too
+    disable_extra_networks: bool = False
     enable_hr: bool = False
     hr_scale: float = 2.0
     script_name: str | None = None
