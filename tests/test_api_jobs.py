@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from tests.test_ui_browser import Server, _serve
 
@@ -84,6 +85,44 @@ def test_a_job_answers_at_once_then_reports_and_hands_over_its_images(alice: htt
     assert image.size == (SIZE, SIZE) and image.info["parameters"] == results["images"][0]["infotext"]
     assert json.loads(results["info"])["all_seeds"] == [3, 4]
     assert any(j["id"] == job["id"] for j in alice.get("/jobs").json())
+
+
+def _b64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _results(client: httpx.Client, job_id: str) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """A finished job's results and its images as int16 arrays (for differences)."""
+    results = client.get(f"/jobs/{job_id}/results").json()
+    images = [Image.open(io.BytesIO(base64.b64decode(i["image"]))).convert("RGB") for i in results["images"]]
+    return results, [np.asarray(i, dtype=np.int16) for i in images]
+
+
+def test_img2img_and_inpaint_jobs_finish_with_their_images(alice: httpx.Client) -> None:
+    scene = Image.new("RGB", (SIZE, SIZE), (20, 40, 200))
+    ImageDraw.Draw(scene).ellipse((16, 16, 48, 48), fill=(220, 30, 30))
+    body = {**FAST, "mode": "img2img", "init_images": [_b64(scene)], "denoising_strength": 0.5}
+    job = alice.post("/jobs", json=body)
+    assert job.status_code == 202 and job.json()["mode"] == "img2img", job.text
+    status = _wait(alice, job.json()["id"])
+    assert status["state"] == "done" and status["images_done"] == 1, status
+    results, (image,) = _results(alice, job.json()["id"])
+    assert image.shape == (SIZE, SIZE, 3) and "Denoising strength: 0.5" in results["images"][0]["infotext"]
+
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    ImageDraw.Draw(mask).rectangle((0, 0, 31, 63), fill=255)  # repaint the left half
+    body = {**FAST, "mode": "inpaint", "init_images": [_b64(scene)], "mask": _b64(mask), "denoising_strength": 1.0}
+    body |= {"mask_blur": 0, "inpainting_fill": 1, "inpaint_full_res": False}
+    job = alice.post("/jobs", json=body)
+    assert job.status_code == 202 and job.json()["mode"] == "inpaint", job.text
+    assert _wait(alice, job.json()["id"])["state"] == "done"
+    results, (painted,) = _results(alice, job.json()["id"])
+    original = np.asarray(scene, dtype=np.int16)
+    assert np.abs(painted[:, 36:] - original[:, 36:]).max() <= 2  # unmasked: pasted back
+    assert np.abs(painted[:, :28] - original[:, :28]).mean() > 5  # masked: repainted
+    assert "Mask blur: 0" in results["images"][0]["infotext"]
 
 
 def test_events_stream_progress_then_end(alice: httpx.Client) -> None:
