@@ -152,3 +152,17 @@ def test_limits_unknown_upscalers_and_other_modes_are_refused(service) -> None:
     with pytest.raises(InvalidRequest) as info:
         _request(mode="img2img", init_image=Image.new("RGB", (SIZE, SIZE)))
     assert info.value.field == "enable_hr"
+
+
+def test_an_infotext_gives_the_hires_fields_back(service) -> None:
+    from webui.outputs.infotext import request_fields_from_infotext
+
+    _, info, _ = _run(service, hr_upscaler="Lanczos", hr_second_pass_steps=6, hr_sampler_name="DPM++ 2M")
+    fields = request_fields_from_infotext(info)
+    assert fields["enable_hr"] is True and fields["hr_scale"] == 2.0 and fields["hr_upscaler"] == "Lanczos"
+    assert fields["hr_second_pass_steps"] == 6 and fields["hr_sampler_name"] == "DPM++ 2M"
+    _, resized, _ = _run(service, hr_resize_x=128, hr_resize_y=96)
+    again = request_fields_from_infotext(resized)
+    assert (again["hr_resize_x"], again["hr_resize_y"]) == (128, 96)
+    plain = request_fields_from_infotext(parse_infotext("a cat\nSteps: 20, Sampler: Euler, Seed: 1, Size: 64x64"))
+    assert "enable_hr" not in plain

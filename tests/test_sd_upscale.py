@@ -155,3 +155,12 @@ def test_an_unknown_upscaler_is_refused_at_submit(service) -> None:
     with pytest.raises(InvalidRequest) as info:
         service.submit(_request(sd_upscale_upscaler="4x-Missing"))
     assert info.value.field == "sd_upscale_upscaler"
+
+
+def test_an_infotext_gives_the_sd_upscale_fields_back(service) -> None:
+    from webui.outputs.infotext import request_fields_from_infotext
+
+    result = service.generate(_request(sd_upscale_overlap=16), timeout=120)
+    fields = request_fields_from_infotext(parse_infotext(result.images[0].infotext))
+    assert fields["sd_upscale"] is True and fields["sd_upscale_scale"] == 2.0
+    assert fields["sd_upscale_upscaler"] == "Lanczos" and fields["sd_upscale_overlap"] == 16

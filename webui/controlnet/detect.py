@@ -42,8 +42,9 @@ def rgb_array(image: Image.Image) -> np.ndarray:
 def _colour_count(array: np.ndarray, limit: int = 256) -> int:
     """Distinct colours, counted on a sample (exactness does not matter above ``limit``)."""
     flat = array.reshape(-1, array.shape[2]) if array.ndim == 3 else array.reshape(-1, 1)
-    step = max(1, len(flat) // 65536)
-    return min(limit, len(np.unique(flat[::step], axis=0)))
+    flat = flat[:: max(1, len(flat) // 65536)].astype(np.uint32)
+    packed = flat[:, 0] << 16 | flat[:, 1 % flat.shape[1]] << 8 | flat[:, 2 % flat.shape[1]]
+    return min(limit, len(np.unique(packed)))
 
 
 def _resample(array: np.ndarray, new_w: int, new_h: int, nearest: bool) -> np.ndarray:

@@ -276,9 +276,47 @@ def request_fields_from_infotext(parsed: dict[str, Any]) -> dict[str, Any]:
         fields["inpaint_full_res"] = str(parsed["Inpaint area"]).strip().lower() == "only masked"
     if "Mask mode" in parsed:
         fields["inpainting_mask_invert"] = str(parsed["Mask mode"]).strip().lower() == "inpaint not masked"
+    fields.update(_hires_fields(parsed))
+    fields.update(_sd_upscale_fields(parsed))
     checkpoint = parsed.get("Model") or parsed.get("Model hash")
     if checkpoint:
         fields["checkpoint"] = str(checkpoint)
+    return fields
+
+
+def _hires_fields(parsed: dict[str, Any]) -> dict[str, Any]:
+    """Hires fix's fields from its ``Hires ...`` keys, as A1111's paste restores them (its presence turns it on)."""
+    fields: dict[str, Any] = {}
+    if "Hires upscale" in parsed:
+        fields["hr_scale"] = _convert(parsed["Hires upscale"], float)
+    if "Hires resize-1" in parsed:
+        fields["hr_resize_x"] = _convert(parsed["Hires resize-1"], int)
+        fields["hr_resize_y"] = _convert(parsed.get("Hires resize-2", 0), int)
+    if not fields and "Hires upscaler" not in parsed:
+        return {}
+    fields["enable_hr"] = True
+    simple = (
+        ("Hires steps", "hr_second_pass_steps", int),
+        ("Hires upscaler", "hr_upscaler", str),
+        ("Hires sampler", "hr_sampler_name", str),
+        ("Hires schedule type", "hr_scheduler", str),
+        ("Hires prompt", "hr_prompt", str),
+        ("Hires negative prompt", "hr_negative_prompt", str),
+    )
+    for key, name, kind in simple:
+        if key in parsed:
+            fields[name] = _convert(parsed[key], kind)
+    return fields
+
+
+def _sd_upscale_fields(parsed: dict[str, Any]) -> dict[str, Any]:
+    if "SD upscale" not in parsed:
+        return {}
+    fields: dict[str, Any] = {"sd_upscale": True, "sd_upscale_scale": _convert(parsed["SD upscale"], float)}
+    if "SD upscale upscaler" in parsed:
+        fields["sd_upscale_upscaler"] = str(parsed["SD upscale upscaler"])
+    if "SD upscale overlap" in parsed:
+        fields["sd_upscale_overlap"] = _convert(parsed["SD upscale overlap"], int)
     return fields
 
 
