@@ -266,3 +266,18 @@ def test_an_unknown_model_is_refused_at_submit_and_an_annotator_without_its_file
         _run(service, units=[_unit(module="openpose")])
     plain, _, _ = _run(service)
     assert plain.shape == (SIZE, SIZE, 3)  # the service is still working
+
+
+def test_the_service_previews_the_map_a_unit_would_see_without_a_model(service) -> None:
+    unit = ControlNetUnit(module="canny", image=_control_image(), model="None")
+    detected = service.detect_map(unit, 128, 96)
+    assert detected.image.size == (128, 96) and detected.resolution == 512
+    edges = np.asarray(detected.image.convert("L")) > 127
+    assert edges.any() and not edges[40:56, 56:72].any()
+    with pytest.raises(InvalidRequest) as info:
+        service.detect_map(ControlNetUnit(module="canny", threshold_a=999, image=_control_image()), 64, 64)
+    assert info.value.field == "controlnet_units[0].threshold_a"
+    names = {pre.name: missing for pre, missing in service.preprocessors()}
+    assert names["canny"] == [] and names["openpose"] == ["body_pose_model.pth"]
+    assert "control_tiny_canny" in " ".join(service.controlnet_models())
+    assert service.upscaler_names(latent=True)[:2] == ["Latent", "Latent (antialiased)"]

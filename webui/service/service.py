@@ -14,6 +14,9 @@ from collections import OrderedDict
 from functools import cache
 from typing import Any
 
+from webui.controlnet import preprocessors
+from webui.controlnet.detect import DetectedMap, detect
+from webui.controlnet.units import ControlNetUnit
 from webui.errors import (
     EaselError,
     GenerationFailed,
@@ -200,6 +203,45 @@ class GenerationService:
         updated = self.preferences.update(**changes)
         self._apply_preferences()
         return updated
+
+    # -- ControlNet and upscalers ---------------------------------------------------------------------
+    def controlnet_models(self) -> list[str]:
+        """The ControlNet models' titles (``name [hash]`` once known), as the units' model menus list them."""
+        return self.engine.weights.controlnets.titles()
+
+    def preprocessors(self) -> list[tuple[preprocessors.Preprocessor, list[str]]]:
+        """Every preprocessor with the annotator files it still lacks (empty: it can run)."""
+        folder = self.settings.annotators_path
+        return [(pre, preprocessors.missing_files(pre, folder)) for pre in preprocessors.PREPROCESSORS.values()]
+
+    def detect_map(
+        self,
+        unit: ControlNetUnit,
+        width: int,
+        height: int,
+        *,
+        fallback_image: Any = None,
+        fallback_mask: Any = None,
+        where: str = "controlnet_units[0]",
+    ) -> DetectedMap:
+        """The map a unit's ControlNet would see at ``width`` x ``height`` (the UI's preview, the API's detect):
+        the same code the engine runs. NumPy/OpenCV only, so any thread may call it."""
+        unit.model_copy(update={"enabled": False}).check(where)  # ranges only: a preview needs no model
+        return detect(
+            unit,
+            width=width,
+            height=height,
+            where=where,
+            fallback_image=fallback_image,
+            fallback_mask=fallback_mask,
+            annotators=self.settings.annotators_path,
+        )
+
+    def upscaler_names(self, *, latent: bool = False) -> list[str]:
+        """Upscaler choices: built-in resampling and ``models/ESRGAN`` files; with ``latent`` (hires fix) the
+        latent-space ones first, as A1111 lists them."""
+        names = self.engine.weights.upscalers.names()
+        return [*LATENT_UPSCALERS, *names] if latent else names
 
     # -- models --------------------------------------------------------------------------------------
     def default_checkpoint(self) -> CheckpointInfo | None:
