@@ -36,6 +36,7 @@ from webui.api.schemas import (
 from webui.errors import EaselError, InvalidRequest, JobCancelled, ModelNotFound
 from webui.images import decode_image, encode_png_base64, open_base64_image
 from webui.outputs.infotext import parse_infotext, read_infotext
+from webui.pipeline.hires import LATENT_UPSCALERS
 from webui.service.jobs import Job
 from webui.service.service import GenerationService
 from webui.types import Mode
@@ -145,7 +146,12 @@ class ApiOptions:
         kept: OptionChanges | None = None
         try:
             gen = convert.build_request(
-                body, mode, self.service.preferences.current, self.service.rename_loras, checkpoint=self.checkpoint()
+                body,
+                mode,
+                self.service.preferences.current,
+                self.service.rename_loras,
+                checkpoint=self.checkpoint(),
+                upscaler_names=self.service.upscaler_names(),
             )
             if body.override_settings and not body.override_settings_restore_afterwards:
                 kept = self.check(body.override_settings, prefix="override_settings.")
@@ -304,7 +310,25 @@ def build_router(service: GenerationService, flags: dict[str, Any], options: Api
 
     @router.get("/upscalers", response_model=list[UpscalerItem])
     def upscalers() -> list[UpscalerItem]:
-        return [UpscalerItem(name=n, model_name=None, model_path=None, model_url=None, scale=4) for n in UPSCALERS]
+        """Built-in resampling, then the ``models/ESRGAN`` files (their scale is known once one has run)."""
+        items = [UpscalerItem(name=n, model_name=None, model_path=None, model_url=None, scale=4) for n in UPSCALERS]
+        for info in weights.upscalers.registry.list():
+            scale = weights.upscalers.scale_of(info.model_name)
+            items.append(
+                UpscalerItem(
+                    name=info.model_name, model_name="ESRGAN", model_path=str(info.path), model_url=None, scale=scale
+                )
+            )
+        return items
+
+    @router.get("/latent-upscale-modes")
+    def latent_upscale_modes() -> list[dict[str, str]]:
+        return [{"name": name} for name in LATENT_UPSCALERS]
+
+    @router.post("/refresh-upscalers")
+    def refresh_upscalers() -> dict[str, Any]:
+        weights.upscalers.registry.refresh()
+        return {}
 
     @router.get("/loras")
     def loras() -> list[dict[str, Any]]:
@@ -328,7 +352,7 @@ def build_router(service: GenerationService, flags: dict[str, Any], options: Api
 
     @router.get("/scripts")
     def scripts() -> dict[str, list[str]]:
-        return {"txt2img": [], "img2img": []}  # Easel has no A1111 scripts; extensions have their own API
+        return {"txt2img": [], "img2img": ["sd upscale"]}  # A1111's lower-case script titles
 
     @router.get("/script-info")
     def script_info() -> list[dict[str, Any]]:
@@ -371,12 +395,10 @@ def build_router(service: GenerationService, flags: dict[str, Any], options: Api
         return PngInfoResponse(info=text, items=items, parameters=parse_infotext(text) if text else {})
 
     @router.post("/extra-single-image", response_model=ExtraSingleImageResponse)
-    def extra_single_image(body: ExtraSingleImageBody) -> ExtraSingleImageResponse:
-        """Built-in upscalers only (Lanczos, Nearest); model upscalers come with the upscaling work."""
+    def extra_single_image(body: ExtraSingleImageBody, request: Request) -> ExtraSingleImageResponse:
+        """Built-in resampling here; ESRGAN-family files through the queue (the worker owns the device)."""
         _refuse_unsupported_extras(body)
-        if body.upscaler_1 not in UPSCALERS:
-            allowed = ", ".join(UPSCALERS)
-            raise InvalidRequest("upscaler_1", f"unknown upscaler '{body.upscaler_1}' (allowed: {allowed})")
+        weights.upscalers.check(body.upscaler_1, "upscaler_1")
         image = decode_image(body.image, "image")
         if body.resize_mode == 0:
             if not 1.0 <= body.upscaling_resize <= 8.0:
@@ -390,6 +412,9 @@ def build_router(service: GenerationService, flags: dict[str, Any], options: Api
             raise InvalidRequest(
                 "upscaling_resize", f"the result must be 1 to {MAX_UPSCALED_SIDE} px a side, got {size}"
             )
+        if body.upscaler_1 not in UPSCALERS:
+            out = _model_upscale(image, body, size, owner_of(request))
+            return ExtraSingleImageResponse(image=encode_png_base64(out), html_info="")
         method = UPSCALERS[body.upscaler_1]
         if method is None:
             out = image
@@ -401,6 +426,18 @@ def build_router(service: GenerationService, flags: dict[str, Any], options: Api
         else:
             out = image.resize(size, method)
         return ExtraSingleImageResponse(image=encode_png_base64(out), html_info="")
+
+    def _model_upscale(
+        image: Image.Image, body: ExtraSingleImageBody, size: tuple[int, int], owner: str | None
+    ) -> Image.Image:
+        """A model upscaler on the worker; "scale to" with crop upscales to cover, then cuts the middle."""
+        target = size
+        if body.resize_mode == 1 and body.upscaling_crop:
+            scale = max(size[0] / image.width, size[1] / image.height)
+            target = (max(size[0], round(image.width * scale)), max(size[1], round(image.height * scale)))
+        out = service.upscale(image, body.upscaler_1, *target, owner=owner).wait()
+        left, top = (out.width - size[0]) // 2, (out.height - size[1]) // 2
+        return out.crop((left, top, left + size[0], top + size[1])) if out.size != size else out
 
     @router.get("/memory")
     def memory() -> dict[str, Any]:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from webui import __version__, samplers
+from webui.api import controlnet
 from webui.api.schemas import Img2ImgBody, Txt2ImgBody
 from webui.errors import EaselError, InvalidRequest, ModelNotFound
 from webui.images import decode_image, encode_png_base64
@@ -32,6 +33,9 @@ A1111_FIELDS = {
     "vae": "sd_vae",
     "clip_skip": "CLIP_stop_at_last_layers",
     "init_image": "init_images",
+    "sd_upscale_overlap": "script_args[1]",
+    "sd_upscale_upscaler": "script_args[2]",
+    "sd_upscale_scale": "script_args[3]",
 }
 # Labels that lookups put in their errors (``ModelNotFound.field``), as request fields.
 _LABELS = {"sd_vae": "vae"}
@@ -39,6 +43,9 @@ _LABELS = {"sd_vae": "vae"}
 _NETWORK_TAG = re.compile(r"<(lora|lyco|hypernet):", re.IGNORECASE)
 # What A1111 takes as "no refiner" (its own check in ``processing.py``).
 _NO_REFINER = {"", "none"}
+_SAME_CHECKPOINT = {"", "Use same checkpoint"}
+SD_UPSCALE = "sd upscale"  # the one A1111 script Easel has (img2img), matched as A1111 matches titles
+HIRES_DENOISING = 0.7  # A1111's hires fix denoising strength when a txt2img body gives none
 
 
 class ScriptNotFound(EaselError):
@@ -51,8 +58,11 @@ class ScriptNotFound(EaselError):
 
 def _refuse_unsupported(body: Txt2ImgBody) -> None:
     """Fields whose non-default values ask for features Easel does not have yet; refused, never ignored."""
-    if body.enable_hr:
-        raise InvalidRequest("enable_hr", "hires fix is not available yet in Easel; send enable_hr=false")
+    if body.hr_checkpoint_name and body.hr_checkpoint_name.strip() not in _SAME_CHECKPOINT:
+        raise InvalidRequest(
+            "hr_checkpoint_name",
+            'a second checkpoint for hires fix is not available in Easel; send "Use same checkpoint"',
+        )
     if body.restore_faces:
         raise InvalidRequest("restore_faces", "face restoration is not available in Easel; send false")
     if body.tiling:
@@ -74,10 +84,11 @@ def _refuse_unsupported(body: Txt2ImgBody) -> None:
             raise InvalidRequest(
                 field, f"resizing the seed is not available in Easel; send -1 or 0 (off), got {getattr(body, field)}"
             )
-    if body.script_name:
+    if body.script_name and not (isinstance(body, Img2ImgBody) and body.script_name.strip().lower() == SD_UPSCALE):
         raise ScriptNotFound("script_name", body.script_name)
     for name in body.alwayson_scripts or {}:
-        raise ScriptNotFound("alwayson_scripts", name)
+        if not controlnet.is_controlnet(name):
+            raise ScriptNotFound("alwayson_scripts", name)
 
 
 def _infotext_fields(body: Txt2ImgBody, rename_loras: Callable[[str, str | None], str] | None) -> dict[str, Any]:
@@ -102,6 +113,7 @@ def build_request(
     prefs: Preferences,
     rename_loras: Callable[[str, str | None], str] | None = None,
     checkpoint: str | None = None,
+    upscaler_names: list[str] | None = None,
 ) -> GenerationRequest:
     """The ``GenerationRequest`` an A1111 body describes; Easel's saved options fill what it leaves out.
 
@@ -131,13 +143,64 @@ def build_request(
     for option, name in REQUEST_OPTIONS.items():
         if option in overrides:
             fields[name] = overrides[option]
+    if mode is Mode.TXT2IMG and body.enable_hr:
+        fields.update(_hires_fields(body))
+    for name, value in (body.alwayson_scripts or {}).items():
+        if controlnet.is_controlnet(name):
+            fields["controlnet_units"] = controlnet.units_from_args(value)
     infotext = _infotext_fields(body, rename_loras)
     fields.update(infotext)
     if mode is not Mode.TXT2IMG:
         assert isinstance(body, Img2ImgBody)
         _img2img_fields(body, fields, mode)
+        if body.script_name:
+            fields.update(_sd_upscale_fields(body, upscaler_names or []))
     request = GenerationRequest.build(**fields)
     return request
+
+
+def _hires_fields(body: Txt2ImgBody) -> dict[str, Any]:
+    """A1111's hires fix fields; its "Use same ..." choices and ``None`` mean the first pass's."""
+    return {
+        "enable_hr": True,
+        "hr_scale": body.hr_scale,
+        "hr_upscaler": body.hr_upscaler or "Latent",
+        "hr_second_pass_steps": body.hr_second_pass_steps,
+        "hr_resize_x": body.hr_resize_x,
+        "hr_resize_y": body.hr_resize_y,
+        "hr_sampler_name": body.hr_sampler_name or "",
+        "hr_scheduler": body.hr_scheduler or "",
+        "hr_prompt": body.hr_prompt,
+        "hr_negative_prompt": body.hr_negative_prompt,
+        "denoising_strength": body.denoising_strength if body.denoising_strength is not None else HIRES_DENOISING,
+    }
+
+
+def _sd_upscale_fields(body: Img2ImgBody, upscaler_names: list[str]) -> dict[str, Any]:
+    """A1111's "SD upscale" script: ``script_args`` = [info, overlap, upscaler index (or name), scale factor]."""
+    args = list(body.script_args or [])
+    if len(args) < 4:
+        raise InvalidRequest(
+            "script_args", f"SD upscale takes [info, overlap, upscaler index, scale factor], got {len(args)} value(s)"
+        )
+    _info, overlap, upscaler, scale = args[:4]
+    if isinstance(upscaler, int) and not isinstance(upscaler, bool):
+        if not 0 <= upscaler < len(upscaler_names):
+            raise InvalidRequest(
+                "script_args[2]", f"upscaler index must be 0 to {len(upscaler_names) - 1} ({', '.join(upscaler_names)})"
+            )
+        upscaler = upscaler_names[upscaler]
+    if not isinstance(upscaler, str):
+        raise InvalidRequest("script_args[2]", f"must be an upscaler index or name, got {upscaler!r}")
+    for index, value in ((1, overlap), (3, scale)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidRequest(f"script_args[{index}]", f"must be a number, got {value!r}")
+    return {
+        "sd_upscale": True,
+        "sd_upscale_overlap": int(overlap),
+        "sd_upscale_upscaler": upscaler,
+        "sd_upscale_scale": float(scale),
+    }
 
 
 def _img2img_fields(body: Img2ImgBody, fields: dict[str, Any], mode: Mode) -> None:
@@ -188,7 +251,7 @@ def a1111_error(exc: EaselError, names: Mapping[str, str]) -> EaselError:
     if not isinstance(field, str):
         return exc
     own = _LABELS.get(field, field)
-    name = names.get(own, own)
+    name = names.get(own, controlnet.unit_field(own) or own)
     if name == field:
         return exc
     text = str(exc)
@@ -263,5 +326,7 @@ def info_json(result: GenerationResult, model_name: str, model_hash: str | None)
 
 
 def encode_images(result: GenerationResult) -> list[str]:
-    """Base64 PNGs with their ``parameters`` chunk, as A1111 returns them."""
-    return [encode_png_base64(i.image, i.infotext) for i in result.images]
+    """Base64 PNGs with their ``parameters`` chunk, as A1111 returns them, then the ControlNet units' detected
+    maps (as the extension appends them; a unit's ``save_detected_map`` false leaves its map out)."""
+    images = [encode_png_base64(i.image, i.infotext) for i in result.images]
+    return images + [encode_png_base64(m) for m in result.control_maps]

@@ -2,7 +2,7 @@
 
 Clients send A1111's whole field set (``webuiapi`` sends every field it knows, most at their defaults), so unknown
 fields are ignored as A1111's own models ignore them. A field Easel cannot honour *at a non-default value* (hires
-fix, a script, face restoration, the refiner, seed resize, a second upscaler) is refused by name in
+checkpoint, a script Easel lacks, face restoration, the refiner, seed resize, a second upscaler) is refused by name in
 ``a1111_requests`` or the route, never silently dropped. The defaults refused against are what clients send when
 they mean "off": ``webuiapi`` 0.9.17 sends ``seed_resize_from_h/w`` 0 where A1111's own default is -1, so both pass.
 """
@@ -57,6 +57,15 @@ class Txt2ImgBody(_Lenient):
     disable_extra_networks: bool = False
     enable_hr: bool = False
     hr_scale: float = 2.0
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_checkpoint_name: str | None = None
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
     script_name: str | None = None
     script_args: list[Any] = Field(default_factory=list)
     send_images: bool = True

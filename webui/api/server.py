@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from webui.api import a1111, jobs
+from webui.api import a1111, controlnet, jobs
 from webui.errors import EaselError, InvalidRequest
 from webui.service.service import GenerationService
 
@@ -229,6 +229,7 @@ def build_app(
     options = a1111.ApiOptions(service)  # one set of options for both APIs
     app.include_router(a1111.build_router(service, flags or {}, options))
     app.include_router(jobs.build_router(service, options))
+    app.include_router(controlnet.build_controlnet_router(service))
     if page is not None:
         import gradio as gr
 

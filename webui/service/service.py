@@ -237,6 +237,18 @@ class GenerationService:
             annotators=self.settings.annotators_path,
         )
 
+    def upscale(self, image: Any, upscaler: str, width: int, height: int, owner: str | None = None) -> Job:
+        """Queue an upscale (the API's extras): model upscalers run on the worker, which alone uses the device.
+        The job's result is the upscaled PIL image; an unknown name is refused now, naming ``upscaler_1``."""
+        self.engine.weights.upscalers.check(upscaler, "upscaler_1")
+
+        def run(job: Job) -> Any:
+            return self.engine.weights.upscalers.upscale(
+                image, upscaler, width, height, device=self.engine.device.device, field="upscaler_1"
+            )
+
+        return self._enqueue(Job(request=None, run=run, owner=owner))
+
     def upscaler_names(self, *, latent: bool = False) -> list[str]:
         """Upscaler choices: built-in resampling and ``models/ESRGAN`` files; with ``latent`` (hires fix) the
         latent-space ones first, as A1111 lists them."""
