@@ -1,9 +1,21 @@
 """ControlNet preprocessors ("modules"), named as the SD-WebUI ControlNet extension names them.
 
 The built-in ones need no weights (OpenCV, NumPy): canny, invert, threshold, blur_gaussian, scribble_xdog,
-tile_resample, color, shuffle, inpaint. The ones that run a network (depth, normal, pose, line art, soft edge,
-MLSD) need the annotator files users download into ``models/annotators``; without them they are listed as
-unavailable with the exact file they need, never downloaded. "none" passes a prepared map through.
+tile_resample, color, shuffle, inpaint. "none" passes a prepared map through.
+
+The ones that run a network need the annotator file the extension downloads, put by the user into
+``models/annotators`` (the ``annotators`` argument); Easel never downloads one. Without it a preprocessor is listed
+as unavailable with the exact file it needs (``missing_files``), and ``run`` says so. With it, these run
+(``webui.controlnet.annotators``): softedge_hed, softedge_hedsafe and scribble_hed (``ControlNetHED.pth``), lineart
+and lineart_coarse (``sk_model.pth``, ``sk_model2.pth``), lineart_anime (``netG.pth``), softedge_pidinet,
+softedge_pidisafe and scribble_pidinet (``table5_pidinet.pth``), mlsd (``mlsd_large_512_fp32.pth``). Depth, normal
+and pose are listed with their files but not run yet (their networks need timm); ``run`` says so even when the file
+is there.
+
+A network preprocessor uses torch: it loads its network once (an LRU of two, re-read when the file changes) and
+runs it on the CPU in float32 on the thread that calls ``run``. ``detect.py`` is otherwise NumPy-only and is called
+from UI threads for previews, so a preview of these runs torch on that thread; accepted, as the preview must show
+what generation will use, but it costs that thread its own OpenMP pool (see docs/ARCHITECTURE.md).
 
 Each takes an RGB ``uint8`` array and returns one, at the preprocessor resolution (the image's short side scaled to
 ``resolution``, as the extension does), so a preview shows what the ControlNet will see.
@@ -18,7 +30,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from webui.errors import InvalidRequest
+from webui.controlnet import annotators as nets
+from webui.errors import InvalidRequest, ModelLoadError
 
 Array = np.ndarray
 
@@ -36,7 +49,9 @@ class Slider:
 @dataclass(frozen=True)
 class Preprocessor:
     name: str
-    run: Callable[..., Array] | None  # None: needs annotator weights Easel cannot run without them
+    # With ``needs``: called as run(image, annotators_folder, *thresholds), returning a HxW map; None: Easel cannot
+    # run this network yet, whatever files are there. Without ``needs``: run(image, *thresholds).
+    run: Callable[..., Array] | None
     threshold_a: Slider | None = None
     threshold_b: Slider | None = None
     needs: tuple[str, ...] = ()  # files under models/annotators it needs
@@ -125,7 +140,9 @@ def inpaint_marked(image: Array, mask: Array) -> Array:
     return marked
 
 
-_ANNOTATORS = {
+# Listed with the files the extension downloads for them, but not run yet: MiDaS, LeReS and NormalBAE need timm,
+# and OpenPose's body/hand/face pipeline is not written.
+_NOT_YET = {
     "depth": ("dpt_hybrid-midas-501f0c75.pt",),
     "depth_leres": ("res101.pth",),
     "normal_bae": ("scannet.pt",),
@@ -133,14 +150,68 @@ _ANNOTATORS = {
     "openpose_hand": ("body_pose_model.pth", "hand_pose_model.pth"),
     "openpose_face": ("body_pose_model.pth", "facenet.pth"),
     "openpose_full": ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"),
-    "lineart": ("sk_model.pth",),
-    "lineart_coarse": ("sk_model2.pth",),
-    "lineart_anime": ("netG.pth",),
-    "softedge_hed": ("ControlNetHED.pth",),
-    "softedge_pidinet": ("table5_pidinet.pth",),
-    "scribble_hed": ("ControlNetHED.pth",),
-    "mlsd": ("mlsd_large_512_fp32.pth",),
 }
+
+_NETWORKS = (
+    Preprocessor(
+        "softedge_hed",
+        lambda image, folder: nets.detect_hed(image, folder),
+        needs=(nets.HED_FILE,),
+        aliases=("hed",),
+    ),
+    Preprocessor(
+        "softedge_hedsafe",
+        lambda image, folder: nets.detect_hed(image, folder, safe=True),
+        needs=(nets.HED_FILE,),
+        aliases=("hed_safe",),
+    ),
+    Preprocessor(
+        "scribble_hed",
+        lambda image, folder: nets.detect_hed(image, folder, scribble=True),
+        needs=(nets.HED_FILE,),
+        aliases=("fake_scribble",),
+    ),
+    Preprocessor(
+        "lineart",
+        lambda image, folder: nets.detect_lineart(image, folder),
+        needs=(nets.LINEART_FILE,),
+        aliases=("lineart_realistic",),
+    ),
+    Preprocessor(
+        "lineart_coarse",
+        lambda image, folder: nets.detect_lineart(image, folder, coarse=True),
+        needs=(nets.LINEART_COARSE_FILE,),
+    ),
+    Preprocessor(
+        "lineart_anime",
+        lambda image, folder: nets.detect_lineart_anime(image, folder),
+        needs=(nets.LINEART_ANIME_FILE,),
+    ),
+    Preprocessor(
+        "softedge_pidinet",
+        lambda image, folder: nets.detect_pidinet(image, folder),
+        needs=(nets.PIDINET_FILE,),
+        aliases=("pidinet",),
+    ),
+    Preprocessor(
+        "softedge_pidisafe",
+        lambda image, folder: nets.detect_pidinet(image, folder, safe=True),
+        needs=(nets.PIDINET_FILE,),
+        aliases=("pidinet_safe",),
+    ),
+    Preprocessor(
+        "scribble_pidinet",
+        lambda image, folder: nets.detect_pidinet(image, folder, scribble=True),
+        needs=(nets.PIDINET_FILE,),
+    ),
+    Preprocessor(
+        "mlsd",
+        lambda image, folder, a, b: nets.detect_mlsd(image, folder, value_threshold=a, distance_threshold=b),
+        Slider("MLSD Value Threshold", 0.1, 0.01, 2.0),
+        Slider("MLSD Distance Threshold", 0.1, 0.01, 20.0),
+        needs=(nets.MLSD_FILE,),
+    ),
+)
 
 PREPROCESSORS: dict[str, Preprocessor] = {
     p.name: p
@@ -162,7 +233,8 @@ PREPROCESSORS: dict[str, Preprocessor] = {
         Preprocessor("color", lambda image: color_grid(image), aliases=("t2ia_color_grid",)),
         Preprocessor("shuffle", lambda image, seed: shuffle(image, seed)),
         Preprocessor("inpaint", None, uses_resolution=False, needs_mask=True, aliases=("inpaint_only",)),
-        *(Preprocessor(name, None, needs=files) for name, files in _ANNOTATORS.items()),
+        *_NETWORKS,
+        *(Preprocessor(name, None, needs=files) for name, files in _NOT_YET.items()),
     )
 }
 _BY_ALIAS = {alias.lower(): p for p in PREPROCESSORS.values() for alias in (p.name, *p.aliases)}
@@ -180,7 +252,8 @@ def built_in_names() -> list[str]:
 
 
 def missing_files(preprocessor: Preprocessor, annotators: Path) -> list[str]:
-    """The annotator files a preprocessor needs that are not in ``annotators`` (empty: it can run)."""
+    """The annotator files a preprocessor needs that are not in ``annotators`` (empty: all there). For the few
+    Easel cannot run yet (``run`` is None) an empty list still leaves them unusable; ``run`` says so."""
     return [f for f in preprocessor.needs if not (annotators / f).is_file()]
 
 
@@ -207,14 +280,25 @@ def run(
     seed: int = 0,
     annotators: Path | None = None,
 ) -> Array:
-    """Run one preprocessor on an RGB ``uint8`` image; every bad value is an ``InvalidRequest`` naming its field."""
+    """Run one preprocessor on an RGB ``uint8`` image; every bad value is an ``InvalidRequest`` naming its field.
+
+    A network preprocessor reads its file from ``annotators`` (None: as if the folder were empty) and runs torch on
+    this thread; a missing file, one Easel cannot run yet, or a file that is not the network it should be (damaged,
+    another model) is an ``InvalidRequest`` on ``module`` that names the file."""
     pre = find(name)
+    where = annotators if annotators is not None else Path("models/annotators")
     if pre.needs:
         missing = missing_files(pre, annotators) if annotators is not None else list(pre.needs)
-        where = annotators if annotators is not None else Path("models/annotators")
-        raise InvalidRequest(
-            "module", f"preprocessor '{pre.name}' needs {', '.join(missing)} in {where} (Easel never downloads it)"
-        )
+        if missing:
+            raise InvalidRequest(
+                "module", f"preprocessor '{pre.name}' needs {', '.join(missing)} in {where} (Easel never downloads it)"
+            )
+        if pre.run is None:
+            raise InvalidRequest(
+                "module",
+                f"preprocessor '{pre.name}' is not supported yet: Easel cannot run its network, even with "
+                f"{', '.join(pre.needs)} in {where}",
+            )
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise InvalidRequest("image", f"expected an RGB image, got an array of shape {image.shape} ({image.dtype})")
     if pre.uses_resolution:
@@ -231,4 +315,11 @@ def run(
         return shuffle(image, seed)
     assert pre.run is not None
     args = [v for v, slider in ((a, pre.threshold_a), (b, pre.threshold_b)) if slider is not None]
-    return pre.run(image, *args)
+    if not pre.needs:
+        return pre.run(image, *args)
+    try:
+        return _rgb(pre.run(image, where, *args))
+    except ModelLoadError as exc:
+        raise InvalidRequest(
+            "module", f"preprocessor '{pre.name}' cannot use {exc.path.name} in {where}: {exc.reason}"
+        ) from None
