@@ -37,6 +37,8 @@ def test_changes_are_saved_and_read_back_by_a_new_store(tmp_path: Path) -> None:
         ({"preview_every": 1000}, "preview_every", "less than or equal to 100"),
         ({"default_sampler": "Euler z"}, "default_sampler", "Euler z"),
         ({"colour_scheme": "dark"}, "colour_scheme", "is not a setting"),
+        ({"controlnet_units": 0}, "controlnet_units", "greater than or equal to 1"),
+        ({"controlnet_units": 9}, "controlnet_units", "less than or equal to 8"),
     ],
 )
 def test_a_bad_value_names_the_setting_and_changes_nothing(tmp_path: Path, change: dict, field: str, text: str) -> None:

@@ -42,6 +42,9 @@ class Preferences(BaseModel):
     preview_every: int = Field(4, ge=0, le=100)  # steps between previews; 0 turns them off
     # models
     ckpt_cache: int = Field(0, ge=0, le=16)  # checkpoints kept in RAM after a switch (the --ckpt-cache flag is a floor)
+    # ControlNet: units per generation tab (the extension's "Multi-ControlNet" count); the page is built with it,
+    # so a change shows at the next start. 8 is ``webui.controlnet.units.MAX_UNITS`` (not imported: no OpenCV here)
+    controlnet_units: int = Field(3, ge=1, le=8)
     # what API requests use when they do not say (A1111's options of the same meaning)
     sd_vae: str = Field("Automatic", min_length=1, max_length=500)  # checked against models/VAE by the service
     clip_skip: int = Field(1, ge=1, le=12)  # A1111's CLIP_stop_at_last_layers

@@ -28,6 +28,7 @@ FIELDS: list[tuple[str, str]] = [
     ("default_sampler", "Default sampler"),
     ("default_negative_prompt", "Default negative prompt"),
     ("ckpt_cache", "Checkpoints kept in RAM after switching (switching back takes no reload)"),
+    ("controlnet_units", "ControlNet units per generation tab, 1 to 8 (applied at the next start)"),
 ]
 
 
@@ -58,8 +59,10 @@ def build_settings_tab(service: GenerationService) -> SettingsTab:
 
     names = list(widgets)
 
+    built_units = current.controlnet_units
+
     def save(*values: Any) -> tuple[Any, ...]:
-        return save_settings(service, names, values)
+        return save_settings(service, names, values, built_units)
 
     apply.click(save, inputs=list(widgets.values()), outputs=[status, *widgets.values()])
 
@@ -70,18 +73,25 @@ def build_settings_tab(service: GenerationService) -> SettingsTab:
     return SettingsTab(list(widgets.values()), current_values)
 
 
-def save_settings(service: GenerationService, names: Sequence[str], values: Sequence[Any]) -> tuple[Any, ...]:
+def save_settings(
+    service: GenerationService, names: Sequence[str], values: Sequence[Any], built_units: int | None = None
+) -> tuple[Any, ...]:
     """Apply settings: (status message, then each widget's value as saved). A bad value gets a message naming it,
-    nothing is saved and every widget keeps what the user typed, to correct it."""
+    nothing is saved and every widget keeps what the user typed, to correct it. ``built_units``: the ControlNet
+    units the page was built with (default: the count saved before), to say when the tabs will show another."""
     changes = dict(zip(names, values, strict=True))
-    for name in ("jpeg_quality", "preview_every", "default_steps", "ckpt_cache"):
+    for name in ("jpeg_quality", "preview_every", "default_steps", "ckpt_cache", "controlnet_units"):
         if isinstance(changes.get(name), float) and changes[name].is_integer():  # number boxes hand floats
             changes[name] = int(changes[name])
+    shown_units = built_units if built_units is not None else service.preferences.current.controlnet_units
     try:
         saved = service.update_preferences(**changes)
     except InvalidRequest as exc:
         return (message_html(str(exc), "error"), *(gr.update() for _ in names))
-    return (message_html("Settings saved.", "info"), *(getattr(saved, n) for n in names))
+    text = "Settings saved."
+    if saved.controlnet_units != shown_units:  # the page is built once: say why the tabs still show the old count
+        text += f" The tabs get {saved.controlnet_units} ControlNet unit(s) at the next start."
+    return (message_html(text, "info"), *(getattr(saved, n) for n in names))
 
 
 def _widget(name: str, label: str, value: Any) -> Any:
