@@ -209,6 +209,18 @@ class GenerationService:
         """The ControlNet models' titles (``name [hash]`` once known), as the units' model menus list them."""
         return self.engine.weights.controlnets.titles()
 
+    def controlnet_model_choices(self, *, refresh: bool = False) -> list[tuple[str, str]]:
+        """(title, name) of each ControlNet model, for the UI's menus: the title gains the hash once known while the
+        name stays, so a value chosen before stays valid. ``refresh`` rescans ``models/ControlNet`` first (🔄)."""
+        registry = self.engine.weights.controlnets.registry
+        if refresh:
+            registry.refresh()
+        return [(info.title, info.name) for info in registry.list()]
+
+    def controlnet_model_name(self, query: str) -> str:
+        """The listed model an infotext's ``Model`` means (title, name, stem or hash); ``ModelNotFound`` if none."""
+        return self.engine.weights.controlnets.find(query).name
+
     def preprocessors(self) -> list[tuple[preprocessors.Preprocessor, list[str]]]:
         """Every preprocessor with the annotator files it still lacks (empty: it can run)."""
         folder = self.settings.annotators_path
