@@ -197,8 +197,10 @@ def test_the_page_has_the_a1111_tabs_and_room_for_extension_tabs(tmp_path: Path)
     service = create_service(Settings(models_dir=tmp_path / "models", outputs_dir=tmp_path / "out"), start=False)
     page = build_ui(service, extension_tabs=[("My Extension", lambda: gr.Markdown("made by an extension"))])
     labels = [block.label for block in page.blocks.values() if isinstance(block, gr.Tab)]
+    units = [label for label in labels if label.startswith("ControlNet Unit")]
     expected = ["txt2img", "img2img", "Inpaint", "ControlNet", "History", "PNG Info", "Settings", "My Extension"]
-    assert labels == expected
+    assert [label for label in labels if label not in units] == expected
+    assert units == [f"ControlNet Unit {i}" for i in range(3)] * 3  # the default unit count, in each generation tab
     texts = [block.value for block in page.blocks.values() if isinstance(block, gr.Markdown)]
     assert "made by an extension" in texts
 

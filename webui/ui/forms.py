@@ -1,22 +1,38 @@
 """Widget values ⇄ requests, with no Gradio in sight: what the generation tabs send and what fills them back.
 
-The page builds one form per mode from ``fields_for(mode)``; its handlers hand the widget values here as a
+The page builds one form per mode from ``fields_for(mode, units)``; its handlers hand the widget values here as a
 ``{name: value}`` dict, so every rule (labels to enums, mask painting to a mask image, infotext to widget
 values) is a plain function the unit tests call directly.
+
+Widgets are keyed by the request field they fill, ControlNet units' by their path in the request
+(``controlnet_units[0].threshold_a``): an error names exactly the widget to correct, and an infotext fills a unit's
+widgets by the same names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
+from pydantic import ValidationError
 
+from webui.controlnet import preprocessors
+from webui.controlnet.units import (
+    NO_MODEL,
+    ControlMode,
+    ControlNetUnit,
+    HiresOption,
+    units_from_infotext,
+)
+from webui.controlnet.units import RESIZE_LABELS as UNIT_RESIZE_LABELS
 from webui.errors import InvalidRequest
 from webui.images import decode_image
 from webui.outputs.infotext import parse_infotext, request_fields_from_infotext
+from webui.pipeline import hires
 from webui.types import (
     MASKED_CONTENT_LABELS,
     RESIZE_MODE_LABELS,
@@ -60,12 +76,71 @@ INPAINT_FIELDS = (
 )
 
 
-def fields_for(mode: Mode) -> tuple[str, ...]:
+# Hires fix (txt2img): A1111's accordion. ``denoising_strength`` is the second pass's strength there.
+HIRES_FIELDS = (
+    "enable_hr",
+    "hr_upscaler",
+    "hr_second_pass_steps",
+    "denoising_strength",
+    "hr_scale",
+    "hr_resize_x",
+    "hr_resize_y",
+    "hr_sampler_name",
+    "hr_scheduler",
+    "hr_prompt",
+    "hr_negative_prompt",
+)
+SAME_SAMPLER, SAME_SCHEDULER = "Use same sampler", "Use same scheduler"  # A1111's first choices, sent as ""
+HIRES_DENOISING = 0.7  # A1111's default strength for the second pass
+
+# img2img's "Script" dropdown: A1111 keeps SD upscale there. ``sd_upscale`` holds the chosen script's label.
+SCRIPTS = ("None", "SD upscale")
+SD_UPSCALE_FIELDS = ("sd_upscale", "sd_upscale_overlap", "sd_upscale_scale", "sd_upscale_upscaler")
+
+# One ControlNet unit's widgets, by the ``ControlNetUnit`` field each fills (``hr_option`` only in txt2img).
+UNIT_FIELDS = (
+    "enabled",
+    "image",
+    "module",
+    "model",
+    "weight",
+    "guidance_start",
+    "guidance_end",
+    "control_mode",
+    "resize_mode",
+    "pixel_perfect",
+    "processor_res",
+    "threshold_a",
+    "threshold_b",
+    "hr_option",
+)
+UNIT_RESIZE_NAMES = list(UNIT_RESIZE_LABELS.values())
+CONTROL_MODES = [m.value for m in ControlMode]
+HIRES_OPTIONS = [m.value for m in HiresOption]
+DEFAULT_RESOLUTION = 512  # what the extension's -1 means, and its slider's starting value
+_UNIT_KEY = re.compile(r"^controlnet_units\[(\d+)\]\.(\w+)$")
+_UNIT_REF = re.compile(r"controlnet_units\[(\d+)\]")
+
+
+def unit_key(index: int, name: str) -> str:
+    """The widget name of unit ``index``'s ``name``: its path in the request, as errors name it."""
+    return f"controlnet_units[{index}].{name}"
+
+
+def unit_fields(mode: Mode) -> tuple[str, ...]:
+    """A unit's fields in ``mode``: hires fix's option exists only in txt2img."""
+    return UNIT_FIELDS if mode is Mode.TXT2IMG else tuple(f for f in UNIT_FIELDS if f != "hr_option")
+
+
+def fields_for(mode: Mode, units: int = 0) -> tuple[str, ...]:
+    """The widget names of ``mode``'s form with ``units`` ControlNet units, in the order handlers receive them."""
     if mode is Mode.TXT2IMG:
-        return COMMON_FIELDS
-    if mode is Mode.IMG2IMG:
-        return COMMON_FIELDS + IMG2IMG_FIELDS
-    return COMMON_FIELDS + INPAINT_FIELDS
+        names = COMMON_FIELDS + HIRES_FIELDS
+    elif mode is Mode.IMG2IMG:
+        names = COMMON_FIELDS + IMG2IMG_FIELDS + SD_UPSCALE_FIELDS
+    else:
+        names = COMMON_FIELDS + INPAINT_FIELDS
+    return names + tuple(unit_key(i, name) for i in range(units) for name in unit_fields(mode))
 
 
 def build_request(
@@ -111,7 +186,153 @@ def build_request(
     if mode is not Mode.TXT2IMG:
         fields["resize_mode"] = _label(values, "resize_mode", RESIZE_MODE_LABELS)
         fields["denoising_strength"] = _number(values, "denoising_strength")
-    return GenerationRequest.build(**fields)
+    if mode is Mode.TXT2IMG and values.get("enable_hr"):
+        fields.update(hires_fields(values))
+    if mode is Mode.IMG2IMG and values.get("sd_upscale") in (True, SCRIPTS[1]):
+        fields.update(sd_upscale_fields(values))
+    units, indices = control_units(mode, values)
+    try:
+        return GenerationRequest.build(**fields, controlnet_units=units)
+    except InvalidRequest as exc:
+        raise InvalidRequest(page_unit_names(exc.field, indices), page_unit_names(exc.message, indices)) from None
+
+
+def hires_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The request's hires fix fields from the accordion (read only when it is enabled, as A1111 does)."""
+    return {
+        "enable_hr": True,
+        "hr_upscaler": values.get("hr_upscaler") or "Latent",
+        "hr_second_pass_steps": _integer(values, "hr_second_pass_steps", default=0),
+        "denoising_strength": _number(values, "denoising_strength"),
+        "hr_scale": _number(values, "hr_scale"),
+        "hr_resize_x": _integer(values, "hr_resize_x", default=0),
+        "hr_resize_y": _integer(values, "hr_resize_y", default=0),
+        "hr_sampler_name": _unless_same(values.get("hr_sampler_name")),
+        "hr_scheduler": _unless_same(values.get("hr_scheduler")),
+        "hr_prompt": values.get("hr_prompt") or "",
+        "hr_negative_prompt": values.get("hr_negative_prompt") or "",
+    }
+
+
+def sd_upscale_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    """SD upscale's fields when the Script dropdown names it; its tiles are the form's width x height."""
+    return {
+        "sd_upscale": True,
+        "sd_upscale_overlap": _integer(values, "sd_upscale_overlap"),
+        "sd_upscale_scale": _number(values, "sd_upscale_scale"),
+        "sd_upscale_upscaler": values.get("sd_upscale_upscaler") or "Lanczos",
+    }
+
+
+def hires_size_text(width: Any, height: Any, scale: Any, resize_x: Any, resize_y: Any) -> str:
+    """What A1111 shows in the hires fix accordion, "from 512x512 to 1024x1024", by the engine's own size rule."""
+    try:
+        w, h, x, y = int(width), int(height), int(resize_x or 0), int(resize_y or 0)
+        target_w, target_h, crop = hires.target_size(w, h, float(scale), x, y)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return ""
+    return f"from {w}x{h} to {target_w}x{target_h}" + (" (cropped to fill)" if crop else "")
+
+
+# -- ControlNet units ------------------------------------------------------------------------------------------
+
+
+def unit_values(values: Mapping[str, Any], index: int) -> dict[str, Any]:
+    """Unit ``index``'s widget values as ``{field: value}``."""
+    found: dict[str, Any] = {}
+    for key, value in values.items():
+        match = _UNIT_KEY.match(str(key))
+        if match and int(match.group(1)) == index:
+            found[match.group(2)] = value
+    return found
+
+
+def unit_count(values: Mapping[str, Any]) -> int:
+    """How many units the form has (the preference the page was built with)."""
+    indices = [int(m.group(1)) for m in (_UNIT_KEY.match(str(k)) for k in values) if m]
+    return max(indices) + 1 if indices else 0
+
+
+def enabled_units(values: Mapping[str, Any]) -> list[int]:
+    """The page numbers of the enabled units: the request's unit *i* is the page's ``enabled_units(values)[i]``."""
+    return [i for i in range(unit_count(values)) if values.get(unit_key(i, "enabled"))]
+
+
+def control_units(mode: Mode, values: Mapping[str, Any]) -> tuple[list[ControlNetUnit], list[int]]:
+    """The enabled units (only those go into the request, so a disabled unit's leftovers never block a job) and
+    their numbers on the page, to name them in errors (the request counts enabled units only)."""
+    indices = enabled_units(values)
+    units = [control_unit(unit_values(values, i), f"controlnet_units[{i}]", mode) for i in indices]
+    return units, indices
+
+
+def control_unit(raw: Mapping[str, Any], where: str, mode: Mode = Mode.TXT2IMG) -> ControlNetUnit:
+    """One unit from its widgets; ``where`` (``controlnet_units[0]``) prefixes the field a bad value names.
+
+    A preprocessor without a resolution or a threshold sends -1 there (the extension's "not used"), so the hidden
+    slider's leftover never reaches the infotext. Ranges are checked by the request (or the preview), not here.
+    """
+
+    def number(name: str, whole: bool = False) -> Any:
+        value = raw.get(name)
+        if value is None or value == "":
+            raise InvalidRequest(f"{where}.{name}", "a number is required")
+        return int(value) if whole and isinstance(value, float) and value.is_integer() else value
+
+    module = str(raw.get("module") or "none")
+    try:
+        pre: preprocessors.Preprocessor | None = preprocessors.find(module)
+    except InvalidRequest:
+        pre = None  # the request names the unknown module
+    fields: dict[str, Any] = {
+        "enabled": bool(raw.get("enabled", True)),
+        "image": _image(raw.get("image"), f"{where}.image"),
+        "module": module,
+        "model": raw.get("model") or NO_MODEL,
+        "weight": number("weight"),
+        "guidance_start": number("guidance_start"),
+        "guidance_end": number("guidance_end"),
+        "control_mode": raw.get("control_mode") or ControlMode.BALANCED,
+        "resize_mode": raw.get("resize_mode") or UNIT_RESIZE_NAMES[1],
+        "pixel_perfect": bool(raw.get("pixel_perfect")),
+        "processor_res": number("processor_res", whole=True) if pre is None or pre.uses_resolution else -1,
+        "threshold_a": number("threshold_a") if pre is None or pre.threshold_a else -1,
+        "threshold_b": number("threshold_b") if pre is None or pre.threshold_b else -1,
+    }
+    if mode is Mode.TXT2IMG:
+        fields["hr_option"] = raw.get("hr_option") or HiresOption.BOTH
+    try:
+        return ControlNetUnit(**fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(p) for p in err["loc"]) or "unit"
+        message = err["msg"].removeprefix("Value error, ")
+        raise InvalidRequest(f"{where}.{name}", f"{message}, got {err.get('input')!r}"[:300]) from None
+
+
+def control_inputs(mode: Mode, values: Mapping[str, Any]) -> tuple[Image.Image | None, Image.Image | None]:
+    """(image, mask) a unit without its own image uses: img2img's input, or inpaint's with its mask, as the
+    extension does. txt2img has none."""
+    if mode is Mode.IMG2IMG:
+        return _image(values.get("init_image"), "init_image"), None
+    if mode is Mode.INPAINT:
+        image, painted = editor_image_and_mask(values.get("editor"))
+        mask = combine_masks(painted, _image(values.get("mask_upload"), "mask", mask=True), image)
+        if mask is not None and values.get("inpainting_mask_invert") == MASK_MODES[1]:
+            mask = ImageOps.invert(mask.convert("L"))
+        return image, mask
+    return None, None
+
+
+def page_unit_names(text: str, indices: Sequence[int]) -> str:
+    """``text`` with the request's unit numbers (``controlnet_units[0]`` is the first *enabled* unit) turned into the
+    page's, so a message about the only enabled unit, Unit 2, says ``controlnet_units[2]``."""
+
+    def swap(match: re.Match[str]) -> str:
+        number = int(match.group(1))
+        return f"controlnet_units[{indices[number]}]" if number < len(indices) else match.group(0)
+
+    return _UNIT_REF.sub(swap, text)
 
 
 def editor_image_and_mask(value: Any) -> tuple[Image.Image | None, Image.Image | None]:
@@ -153,8 +374,10 @@ def combine_masks(
     return Image.fromarray(union, "L")
 
 
-def values_from_infotext(text: str) -> dict[str, Any]:
-    """Widget values for the txt2img form from an infotext (PNG Info's and History's "send to txt2img")."""
+def values_from_infotext(text: str, units: int = 0) -> dict[str, Any]:
+    """Widget values for the txt2img form from an infotext (PNG Info's and History's "send to txt2img"): the
+    parameters, hires fix, and the first ``units`` ControlNet units (enabled; the others disabled, since the picture
+    was made without them)."""
     fields = request_fields_from_infotext(parse_infotext(text))
     # The form's own fields, less the batch (a picture's parameters, not how many to make), plus those an
     # img2img or inpaint text carries.
@@ -174,7 +397,78 @@ def values_from_infotext(text: str) -> dict[str, Any]:
         values["clip_skip"] = fields["clip_skip"]
     if "checkpoint" in fields:
         values["checkpoint"] = fields["checkpoint"]
+    values.update(_hires_values(fields))
+    if units:
+        found = units_from_infotext(parse_infotext(text))[:units]
+        for index, unit in enumerate(found):
+            values.update({unit_key(index, name): value for name, value in unit_widget_values(unit).items()})
+        for index in range(len(found), units):  # the picture was made without them
+            values[unit_key(index, "enabled")] = False
     return values
+
+
+def _hires_values(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The hires fix widgets for an infotext: on with what it names (A1111's "same" choices and empty prompts for
+    what it leaves out), off when it has no ``Hires`` keys, as A1111's paste does."""
+    if not fields.get("enable_hr"):
+        return {"enable_hr": False}
+    values: dict[str, Any] = {
+        "hr_second_pass_steps": 0,
+        "hr_resize_x": 0,
+        "hr_resize_y": 0,
+        "hr_prompt": "",
+        "hr_negative_prompt": "",
+    }
+    values.update({name: fields[name] for name in HIRES_FIELDS if name in fields})
+    values["hr_sampler_name"] = _same_label(fields.get("hr_sampler_name"), SAME_SAMPLER)
+    values["hr_scheduler"] = _same_label(fields.get("hr_scheduler"), SAME_SCHEDULER)
+    return values
+
+
+def unit_widget_values(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A unit's widget values from its infotext fields (``units_from_infotext``), enabled: labels as the radios
+    show them, the extension's -1 ("default") as the value it stands for. Unreadable labels pass through, for the
+    request to name. The image cannot come back from a text."""
+    values: dict[str, Any] = {"enabled": True}
+    module = str(fields.get("module", "none"))
+    try:
+        pre: preprocessors.Preprocessor | None = preprocessors.find(module)
+        module = pre.name
+    except InvalidRequest:
+        pre = None
+    values["module"] = module
+    for name in ("model", "weight", "guidance_start", "guidance_end", "pixel_perfect"):
+        if name in fields:
+            values[name] = fields[name]
+    if "resize_mode" in fields:
+        values["resize_mode"] = _unit_label(fields["resize_mode"], "resize_mode", UNIT_RESIZE_LABELS)
+    if "control_mode" in fields:
+        values["control_mode"] = _unit_label(fields["control_mode"], "control_mode", None)
+    res = fields.get("processor_res", -1)
+    values["processor_res"] = DEFAULT_RESOLUTION if res == -1 else res
+    for name in ("threshold_a", "threshold_b"):
+        slider = getattr(pre, name) if pre is not None else None
+        value = fields.get(name, -1)
+        values[name] = slider.default if slider is not None and value == -1 else value
+    return values
+
+
+def _unit_label(value: Any, name: str, labels: Mapping[Any, str] | None) -> Any:
+    """The radio label for an infotext value, read by the unit's own rules (aliases, positions)."""
+    try:
+        member = getattr(ControlNetUnit(**{name: value}), name)
+    except ValidationError:
+        return value
+    return labels[member] if labels is not None else member.value
+
+
+def _same_label(value: Any, same: str) -> Any:
+    return same if value is None or value in hires.SAME else value
+
+
+def _unless_same(value: Any) -> str:
+    """A1111's "Use same sampler"/"Use same scheduler" is the request's "" (the first pass's)."""
+    return "" if value is None or value in hires.SAME else str(value)
 
 
 def seed_of(infotext: str) -> int | None:

@@ -1,8 +1,9 @@
 """One generation tab (txt2img, img2img or Inpaint): prompt, parameters, buttons, progress and results.
 
-The three tabs share this builder, as A1111's share their layout: only the image inputs and the img2img and
-inpaint options differ. Handlers turn widget values into a request with ``webui.ui.forms`` and follow the
-job through the service; nothing here knows how images are made.
+The three tabs share this builder, as A1111's share their layout: only the image inputs, the img2img and
+inpaint options, txt2img's "Hires. fix" and img2img's "Script" (SD upscale) differ; each has a "ControlNet"
+accordion (``controlnet_panel``). Handlers turn widget values into a request with ``webui.ui.forms`` and follow
+the job through the service; nothing here knows how images are made.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from webui.service.jobs import Job
 from webui.service.service import GenerationService
 from webui.types import Mode
 from webui.ui import forms
+from webui.ui.controlnet_panel import ControlNetPanel, build_controlnet_panel, wire_previews
 from webui.ui.networks_panel import build_lora_panel
 from webui.ui.progress import file_link, message_html, progress_html
+from webui.ui.widgets import FieldSlider
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,8 @@ class GenerationTab:
     results: gr.State  # [(file path or None, infotext)] of the last run
     selected: gr.State  # index into results
     send: dict[str, gr.Button] = field(default_factory=dict)
+    controlnet: ControlNetPanel | None = None
+    hires: gr.Accordion | None = None  # txt2img's "Hires. fix"
 
     @property
     def elem(self) -> str:
@@ -59,7 +64,10 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) ->
     """Build the tab's widgets inside the current ``gr.Tab`` and wire its own events."""
     m = TAB_IDS[mode]
     limits = service.settings.limits
+    unit_count = service.preferences.current.controlnet_units
     widgets: dict[str, Any] = {}
+    hires: gr.Accordion | None = None
+    hires_size: gr.HTML | None = None
     with gr.Row(equal_height=False):
         with gr.Column(scale=6):
             widgets["prompt"] = gr.Textbox(
@@ -161,6 +169,12 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) ->
                 widgets["inpaint_full_res_padding"] = gr.Slider(
                     0, 256, value=32, step=4, label="Only masked padding, pixels", elem_id="inpaint_padding"
                 )
+            if mode is Mode.TXT2IMG:
+                hires, hires_size = _build_hires(service, widgets)
+            panel = build_controlnet_panel(mode, service, unit_count, m)
+            widgets.update(panel.widgets())
+            if mode is Mode.IMG2IMG:
+                _build_scripts(service, widgets)
         with gr.Column(scale=1):
             progress = gr.HTML("", elem_id=f"{m}_progress")
             preview = gr.Image(
@@ -182,7 +196,16 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) ->
     results = gr.State([])
     selected = gr.State(0)
     names = list(widgets)
-    assert set(names) == set(forms.fields_for(mode)), names
+    assert set(names) == set(forms.fields_for(mode, unit_count)), names
+    size = [widgets["width"], widgets["height"]]
+    tab_inputs = {name: widgets[name] for name in _INPUTS[mode]}
+    wire_previews(panel, mode, service, size, tab_inputs)
+    if mode is Mode.TXT2IMG:
+        sizes = [*size, widgets["hr_scale"], widgets["hr_resize_x"], widgets["hr_resize_y"]]
+        for widget in sizes:
+            widget.change(
+                _size_html, inputs=sizes, outputs=[hires_size], show_progress="hidden", trigger_mode="always_last"
+            )
 
     def run(
         request: gr.Request, checkpoint: str | None, vae: str | None, clip_skip: float, *values: Any
@@ -212,10 +235,7 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) ->
     skip.click(skip_image, inputs=[job_id], outputs=None, concurrency_limit=None)
 
     def on_select(kept: list[tuple[str | None, str]], evt: gr.SelectData) -> tuple[Any, ...]:
-        index = evt.index if isinstance(evt.index, int) and 0 <= evt.index < len(kept) else 0
-        if not kept:
-            return "", "", 0
-        return kept[index][1], file_link(kept[index][0]), index
+        return gallery_selection(kept, evt.index)
 
     gallery.select(on_select, inputs=[results], outputs=[info, link, selected])
 
@@ -223,9 +243,9 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) ->
     random_seed.click(lambda: -1, outputs=[widgets["seed"]])
 
     def last_seed(kept: list[tuple[str | None, str]], index: int, current: Any) -> Any:
-        if not kept:
+        if not 0 <= index < len(kept):  # nothing made yet, or a detected map selected: it has no seed
             return current
-        seed = forms.seed_of(kept[min(index, len(kept) - 1)][1])
+        seed = forms.seed_of(kept[index][1])
         return current if seed is None else seed
 
     reuse_seed.click(last_seed, inputs=[results, selected, widgets["seed"]], outputs=[widgets["seed"]])
@@ -236,7 +256,105 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) ->
     for box, counter in ((widgets["prompt"], prompt_tokens), (widgets["negative_prompt"], negative_tokens)):
         box.change(count, inputs=[box], outputs=[counter], trigger_mode="always_last", show_progress="hidden")
 
-    return GenerationTab(mode, widgets, gallery, info, results, selected, send)
+    return GenerationTab(mode, widgets, gallery, info, results, selected, send, panel, hires)
+
+
+# The tab's own widgets a ControlNet unit without an image takes its input from (``forms.control_inputs``).
+_INPUTS = {
+    Mode.TXT2IMG: (),
+    Mode.IMG2IMG: ("init_image",),
+    Mode.INPAINT: ("editor", "mask_upload", "inpainting_mask_invert"),
+}
+
+
+def _build_hires(service: GenerationService, widgets: dict[str, Any]) -> tuple[gr.Accordion, gr.HTML]:
+    """A1111's "Hires. fix": a second pass at a larger size. Its values go into the request only when enabled;
+    the line under the sizes says what size the image will be, as A1111's does."""
+    limits = service.settings.limits
+    samplers_same = [forms.SAME_SAMPLER, *samplers.sampler_names()]
+    schedules_same = [forms.SAME_SCHEDULER, *samplers.schedule_labels()]
+    with gr.Accordion("Hires. fix", open=False, elem_id="txt2img_hires_fix") as accordion:
+        widgets["enable_hr"] = gr.Checkbox(False, label="Enable hires. fix", elem_id="txt2img_enable_hr")
+        with gr.Row():
+            widgets["hr_upscaler"] = gr.Dropdown(
+                service.upscaler_names(latent=True), value="Latent", label="Upscaler", allow_custom_value=True,
+                elem_id="txt2img_hr_upscaler",
+            )  # fmt: skip
+            widgets["hr_second_pass_steps"] = FieldSlider(
+                0, limits.max_steps, value=0, step=1, label="Hires steps", elem_id="txt2img_hires_steps"
+            )
+            widgets["denoising_strength"] = FieldSlider(
+                0.01, 1.0, value=forms.HIRES_DENOISING, step=0.01, label="Denoising strength",
+                elem_id="txt2img_denoising_strength",
+            )  # fmt: skip
+        with gr.Row():
+            widgets["hr_scale"] = FieldSlider(1, 4, value=2, step=0.05, label="Upscale by", elem_id="txt2img_hr_scale")
+            widgets["hr_resize_x"] = FieldSlider(
+                0, limits.max_size, value=0, step=8, label="Resize width to", elem_id="txt2img_hr_resize_x"
+            )
+            widgets["hr_resize_y"] = FieldSlider(
+                0, limits.max_size, value=0, step=8, label="Resize height to", elem_id="txt2img_hr_resize_y"
+            )
+        size = gr.HTML(_size_html(512, 512, 2, 0, 0), elem_id="txt2img_hires_size")
+        with gr.Row():
+            widgets["hr_sampler_name"] = gr.Dropdown(
+                samplers_same, value=forms.SAME_SAMPLER, label="Hires sampling method", allow_custom_value=True,
+                elem_id="txt2img_hr_sampler",
+            )  # fmt: skip
+            widgets["hr_scheduler"] = gr.Dropdown(
+                schedules_same, value=forms.SAME_SCHEDULER, label="Hires schedule type", allow_custom_value=True,
+                elem_id="txt2img_hr_scheduler",
+            )  # fmt: skip
+        with gr.Row():
+            placeholder = "Prompt for hires fix pass.\nLeave empty to use the same prompt as in first pass."
+            widgets["hr_prompt"] = gr.Textbox(
+                label="Hires prompt", lines=2, placeholder=placeholder, elem_id="txt2img_hires_prompt"
+            )
+            widgets["hr_negative_prompt"] = gr.Textbox(
+                label="Hires negative prompt", lines=2, placeholder=placeholder.replace("Prompt", "Negative prompt", 1)
+                .replace("same prompt", "same negative prompt"), elem_id="txt2img_hires_neg_prompt",
+            )  # fmt: skip
+    widgets["enable_hr"].change(
+        lambda on: gr.update(label=HIRES_LABELS[bool(on)]), inputs=[widgets["enable_hr"]], outputs=[accordion],
+        show_progress="hidden",
+    )  # fmt: skip
+    return accordion, size
+
+
+HIRES_LABELS = {False: "Hires. fix", True: "Hires. fix (on)"}  # the closed accordion still says it is on
+
+
+def _size_html(width: Any, height: Any, scale: Any, resize_x: Any, resize_y: Any) -> str:
+    text = forms.hires_size_text(width, height, scale, resize_x, resize_y)
+    return f'<span class="easel-hires-size">{text}</span>'
+
+
+def _build_scripts(service: GenerationService, widgets: dict[str, Any]) -> None:
+    """img2img's "Script" dropdown, where A1111 keeps SD upscale; its settings show only when it is chosen."""
+    widgets["sd_upscale"] = gr.Dropdown(
+        list(forms.SCRIPTS), value=forms.SCRIPTS[0], label="Script", elem_id="img2img_script"
+    )
+    with gr.Column(visible=False, elem_id="img2img_sd_upscale") as options:
+        gr.Markdown(
+            "Will upscale the image by the selected scale factor, then redraw it in tiles of the **Width x Height** "
+            "above (set them to the model's own size) that overlap by the tile overlap.",
+            elem_classes=["easel-info"],
+        )
+        with gr.Row():
+            widgets["sd_upscale_overlap"] = FieldSlider(
+                0, 256, value=64, step=16, label="Tile overlap", elem_id="img2img_sd_upscale_overlap"
+            )
+            widgets["sd_upscale_scale"] = FieldSlider(
+                1, 4, value=2, step=0.05, label="Scale Factor", elem_id="img2img_sd_upscale_scale"
+            )
+        widgets["sd_upscale_upscaler"] = gr.Dropdown(
+            service.upscaler_names(), value="Lanczos", label="Upscaler", allow_custom_value=True,
+            elem_id="img2img_sd_upscale_upscaler",
+        )  # fmt: skip
+    widgets["sd_upscale"].change(
+        lambda script: gr.update(visible=script == forms.SCRIPTS[1]), inputs=[widgets["sd_upscale"]],
+        outputs=[options], show_progress="hidden",
+    )  # fmt: skip
 
 
 # What ``run_job`` yields, in this order: the outputs of the Generate button.
@@ -259,10 +377,12 @@ def run_job(
     cancelled before it started, a partly finished batch) are tested without a browser.
     """
     keep = gr.update()
+    by_name = dict(zip(names, values, strict=True))
+    units = forms.enabled_units(by_name)  # to name units as the page numbers them, not as the request does
     try:
         req = forms.build_request(
             mode,
-            dict(zip(names, values, strict=True)),
+            by_name,
             checkpoint=checkpoint,
             vae=vae,
             clip_skip=int(clip_skip or 1),
@@ -273,13 +393,14 @@ def run_job(
         if not isinstance(exc, EaselError):
             log.exception("%s: could not start the job", TAB_IDS[mode])
         text = str(exc) if isinstance(exc, EaselError) else f"Could not start the job: {type(exc).__name__}: {exc}"
+        text = forms.page_unit_names(text, units)
         gr.Warning(text)  # a toast where the user is looking, and the message stays by the results
         yield None, message_html(text, "error"), gr.update(visible=False), keep, keep, keep, keep, keep
         return
     yield job.id, progress_html(job.progress), gr.update(visible=False), keep, keep, keep, keep, keep
     for progress, preview in _progress_updates(job):
         yield job.id, progress, preview, keep, keep, keep, keep, keep
-    yield _ending(job)
+    yield _ending(job, units)
 
 
 def _progress_updates(job: Job) -> Iterator[tuple[str, Any]]:
@@ -299,8 +420,13 @@ def _progress_updates(job: Job) -> Iterator[tuple[str, Any]]:
         yield progress_html(event), preview
 
 
-def _ending(job: Job) -> tuple[Any, ...]:
-    """The last update: the saved images and the first one's infotext, or a message saying why there are none."""
+def _ending(job: Job, units: Sequence[int] = ()) -> tuple[Any, ...]:
+    """The last update: the saved images and the first one's infotext, or a message saying why there are none.
+
+    The ControlNet units' detected maps follow the images in the gallery, as A1111 shows them; they are not files
+    and have no infotext, so ``results`` (what the info, link and send buttons use) holds the images only.
+    ``units`` are the page numbers of the enabled units, to name them in an error as the page does.
+    """
     keep = gr.update()
     hidden = gr.update(visible=False)
     result = job.result
@@ -310,7 +436,7 @@ def _ending(job: Job) -> tuple[Any, ...]:
         message += "".join(f"; {note}" for note in result.notes)
         kind = "info"
     elif job.state == "failed":
-        message, kind = str(job.error), "error"
+        message, kind = forms.page_unit_names(str(job.error), units), "error"
     elif job.started:
         message, kind = "Interrupted: the unfinished image was not saved.", "info"
     else:
@@ -321,16 +447,29 @@ def _ending(job: Job) -> tuple[Any, ...]:
         return None, message_html(message, kind), hidden, keep, keep, keep, keep, keep
     # Saved files are shown as themselves, so a download keeps its PNG infotext (not a re-encoded copy).
     shown_images = [(str(i.path), i.path.name) if i.path else (i.image, f"seed {i.seed}") for i in saved]
+    maps = result.control_maps if result is not None and saved else []
+    shown_images += [(image, f"ControlNet {n} detected map") for n, image in enumerate(maps)]
     kept = [(str(i.path) if i.path else None, i.infotext) for i in saved]
     first = kept[0] if kept else (None, "")
     return None, message_html(message, kind), hidden, shown_images, first[1], file_link(first[0]), kept, 0
 
 
+def gallery_selection(kept: list[tuple[str | None, str]], index: Any) -> tuple[str, str, int]:
+    """(infotext, file link, selected index) for a click on gallery item ``index``. Items after the images are
+    detected maps: no infotext or file, and the send buttons pass nothing on for them."""
+    if not isinstance(index, int) or index < 0:
+        index = 0
+    if index >= len(kept):
+        return "", "", index
+    return kept[index][1], file_link(kept[index][0]), index
+
+
 def selected_image(kept: list[tuple[str | None, str]], index: int) -> str | None:
-    """The file of the image the user picked in a result gallery (what the send buttons pass on)."""
-    if not kept:
+    """The file of the image the user picked in a result gallery (what the send buttons pass on); None for a
+    detected map or nothing."""
+    if not 0 <= index < len(kept):
         return None
-    path = kept[min(max(index, 0), len(kept) - 1)][0]
+    path = kept[index][0]
     return path if path and Path(path).is_file() else None
 
 

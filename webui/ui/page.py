@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -19,7 +20,16 @@ from webui.service.service import GenerationService
 from webui.types import VAE_AUTOMATIC as AUTOMATIC
 from webui.types import Mode
 from webui.ui import forms
-from webui.ui.generate_tab import GenerationTab, TopBar, build_generation_tab, selected_image
+from webui.ui.controlnet_panel import (
+    KEEP,
+    USE_FIELDS,
+    ControlNetTab,
+    build_controlnet_tab,
+    model_choices,
+    unit_fill_updates,
+    use_in_unit,
+)
+from webui.ui.generate_tab import HIRES_LABELS, GenerationTab, TopBar, build_generation_tab, selected_image
 from webui.ui.history_tab import build_history_tab
 from webui.ui.pnginfo_tab import build_pnginfo_tab
 from webui.ui.progress import message_html
@@ -38,6 +48,7 @@ PAGE_CSS = """
 .easel-info { color: var(--body-text-color-subdued); }
 .easel-tokens { text-align: right; margin-top: -.6em !important; font-size: .8em; min-height: 0 !important; }
 .easel-tokens-over { color: #c2410c; font-weight: 600; }
+.easel-hires-size { font-size: .9em; color: var(--body-text-color-subdued); }
 """
 
 # Ctrl+Enter in a prompt box generates, as in A1111.
@@ -87,7 +98,7 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
                 with gr.Tab(label, id=mode.value, elem_id=f"tab_{mode.value}"):
                     tabs_by_mode[mode] = build_generation_tab(mode, service, top)
             with gr.Tab("ControlNet", id="controlnet", elem_id="tab_controlnet"):
-                control_image = _build_controlnet_tab(service)
+                controlnet_tab = build_controlnet_tab(service)
             with gr.Tab("History", id="history", elem_id="tab_history") as history_tab_item:
                 history = build_history_tab(service)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
@@ -102,30 +113,29 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
         img2img_image = tabs_by_mode[Mode.IMG2IMG].widgets["init_image"]
         inpaint_editor = tabs_by_mode[Mode.INPAINT].widgets["editor"]
         for tab in tabs_by_mode.values():
-            tab.send["img2img"].click(
-                lambda kept, index: (_image_or_keep(selected_image(kept, index)), gr.Tabs(selected="img2img")),
-                inputs=[tab.results, tab.selected],
-                outputs=[img2img_image, tabs],
-            )
-            tab.send["inpaint"].click(
-                lambda kept, index: (_editor_value(selected_image(kept, index)), gr.Tabs(selected="inpaint")),
-                inputs=[tab.results, tab.selected],
-                outputs=[inpaint_editor, tabs],
-            )
-            tab.send["controlnet"].click(
-                lambda kept, index: (_image_or_keep(selected_image(kept, index)), gr.Tabs(selected="controlnet")),
-                inputs=[tab.results, tab.selected],
-                outputs=[control_image, tabs],
-            )
+            for target, widget, value in (
+                ("img2img", img2img_image, _image_or_keep),
+                ("inpaint", inpaint_editor, _editor_value),
+                ("controlnet", controlnet_tab.image, _image_or_keep),
+            ):
+                tab.send[target].click(
+                    lambda kept, index, target=target, value=value: send_selected(kept, index, target, value),
+                    inputs=[tab.results, tab.selected],
+                    outputs=[widget, tabs],
+                )
+        _wire_use_buttons(controlnet_tab, tabs_by_mode, tabs)
 
         txt2img = tabs_by_mode[Mode.TXT2IMG]
         fill_targets = [*txt2img.widgets.values(), clip_skip, tabs]
+        assert txt2img.hires is not None and txt2img.controlnet is not None
+        sections = [txt2img.hires, txt2img.controlnet.accordion]
 
         def fill_txt2img(text: str) -> tuple[Any, ...]:
             return txt2img_fill(service, list(txt2img.widgets), text)
 
-        history.reuse.click(fill_txt2img, inputs=[history.info], outputs=fill_targets)
-        pnginfo.send.click(fill_txt2img, inputs=[pnginfo.text], outputs=fill_targets)
+        for button, text in ((history.reuse, history.info), (pnginfo.send, pnginfo.text)):
+            button.click(fill_txt2img, inputs=[text], outputs=fill_targets)
+            button.click(txt2img_sections, inputs=[text], outputs=sections, show_progress="hidden")
         history_tab_item.select(history.first_page, inputs=history.filters, outputs=history.outputs)
 
         # -- models --------------------------------------------------------------------------------------
@@ -174,6 +184,7 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
                 *model_defaults(chosen["value"], with_preferences=True),
                 *(negative for _ in negatives),
                 *settings_tab.current_values(),
+                *menu_updates(),
             )
 
         def switch(request: gr.Request, title: str | None) -> Iterator[tuple[str, Any]]:
@@ -200,14 +211,26 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
             else:
                 yield message_html(str(job.error or job.progress.message), "error"), keep
 
-        def refresh_lists(current: str | None, chosen_vae: str | None) -> tuple[Any, Any]:
-            return rescan(current), rescan_vaes(chosen_vae)
+        menus = _model_menus(tabs_by_mode)
 
-        refresh.click(refresh_lists, inputs=[checkpoint, vae], outputs=[checkpoint, vae])
+        def menu_updates() -> tuple[Any, ...]:
+            """The ControlNet model and upscaler menus after a rescan, each keeping its value."""
+            controlnets = model_choices(service)
+            upscalers = {True: service.upscaler_names(latent=True), False: service.upscaler_names()}
+            updates = [gr.update(choices=controlnets) for _ in menus.controlnets]
+            updates += [gr.update(choices=upscalers[latent]) for _, latent in menus.upscalers]
+            return tuple(updates)
+
+        def refresh_lists(current: str | None, chosen_vae: str | None) -> tuple[Any, ...]:
+            return rescan(current), rescan_vaes(chosen_vae), *menu_updates()
+
+        refresh.click(refresh_lists, inputs=[checkpoint, vae], outputs=[checkpoint, vae, *menus.widgets()])
         checkpoint.input(lambda title: model_defaults(title, False), inputs=[checkpoint], outputs=model_fields)
         checkpoint.input(switch, inputs=[checkpoint], outputs=[model_status, checkpoint], show_progress="hidden")
         page.load(
-            on_load, inputs=[checkpoint], outputs=[checkpoint, vae, *model_fields, *negatives, *settings_tab.widgets]
+            on_load,
+            inputs=[checkpoint],
+            outputs=[checkpoint, vae, *model_fields, *negatives, *settings_tab.widgets, *menus.widgets()],
         )
     return page
 
@@ -215,30 +238,88 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
 def txt2img_fill(service: GenerationService, names: Sequence[str], text: str) -> tuple[Any, ...]:
     """What "Send to txt2img" (PNG Info) and "♻️ Reuse" (History) do: updates for the txt2img widgets ``names``, clip skip,
     and the tabs (txt2img selected). Fields the text does not name keep their values; an empty text changes nothing.
+    Hires fix is set as the text says (off without ``Hires`` keys, as A1111's paste); its ``ControlNet N`` entries
+    fill and enable units 0..N (their images cannot come back), and the other units are disabled.
     """
     if not text or not text.strip():
         return tuple(gr.update() for _ in range(len(names) + 2))
-    values = forms.values_from_infotext(text)
+    units = forms.unit_count(dict.fromkeys(names))
+    values = forms.values_from_infotext(text, units=units)
     if "prompt" in values:  # LoRAs renamed since: follow their hashes, as A1111 does
         values["prompt"] = service.rename_loras(values["prompt"], parse_infotext(text).get("Lora hashes"))
-    updates = [gr.update(value=values[name]) if name in values else gr.update() for name in names]
+    updates = {name: gr.update(value=values[name]) if name in values else gr.update() for name in names}
+    for index in range(units):
+        updates.update(unit_fill_updates(service, values, index))
+    filled = [updates[name] for name in names]
     skip = values.get("clip_skip")
-    updates.append(gr.update(value=skip) if isinstance(skip, int) and 1 <= skip <= 12 else gr.update())
-    updates.append(gr.Tabs(selected="txt2img"))
-    return tuple(updates)
+    filled.append(gr.update(value=skip) if isinstance(skip, int) and 1 <= skip <= 12 else gr.update())
+    filled.append(gr.Tabs(selected="txt2img"))
+    return tuple(filled)
 
 
-def _build_controlnet_tab(service: GenerationService) -> gr.Image:
-    """The ControlNet tab's place in the layout and its control image; units come with ControlNet support."""
-    models = service.settings.controlnet_path
-    gr.Markdown(
-        "ControlNet units are not available yet in this version of Easel. The control image below is kept for "
-        f"them, and ControlNet models go in `{models}`.",
-        elem_id="controlnet_note",
-    )
-    return gr.Image(
-        label="Control image", type="filepath", sources=["upload", "clipboard"], elem_id="controlnet_image", height=360
-    )
+def txt2img_sections(text: str) -> tuple[Any, Any]:
+    """Beside ``txt2img_fill``: open the Hires. fix and ControlNet accordions when the text turns them on, so what
+    was filled in is in view."""
+    if not text or not text.strip():
+        return KEEP, KEEP
+    values = forms.values_from_infotext(text, units=1)
+    hires = gr.update(open=True, label=HIRES_LABELS[True]) if values.get("enable_hr") else KEEP
+    controlnet = gr.update(open=True) if values.get(forms.unit_key(0, "enabled")) else KEEP
+    return hires, controlnet
+
+
+def send_selected(
+    kept: list[tuple[str | None, str]], index: int, target: str, value: Callable[[str], Any]
+) -> tuple[Any, Any]:
+    """A 📤 button: the selected image into ``target``'s input, and that tab shown. A detected map (or nothing) is
+    not a saved image, so nothing is sent and a toast says why."""
+    path = selected_image(kept, index)
+    if path is None:
+        gr.Warning("Select a generated image first (detected maps are not sent).")
+        return gr.update(), gr.update()
+    return value(path), gr.Tabs(selected=target)
+
+
+def _wire_use_buttons(cn: ControlNetTab, tabs_by_mode: dict[Mode, GenerationTab], tabs: gr.Tabs) -> None:
+    """ "Use in ... unit 0": the tab shown with its ControlNet accordion open on unit 0, then the ControlNet tab's
+    image and preprocessor copied into that unit, enabled. Two steps, because values sent in the same update that
+    first shows a slider are lost when it appears."""
+    for mode, button in cn.use.items():
+        panel = tabs_by_mode[mode].controlnet
+        assert panel is not None
+        first = panel.units[0]
+
+        def show(mode: Mode = mode) -> tuple[Any, ...]:
+            return gr.update(open=True), gr.Tabs(selected=0), gr.Tabs(selected=mode.value)
+
+        button.click(
+            show, outputs=[panel.accordion, panel.tabs, tabs], show_progress="hidden"
+        ).then(
+            use_in_unit,
+            inputs=[cn.image, cn.pre.module, *cn.pre.sliders],
+            outputs=[first.widgets[name] for name in USE_FIELDS],
+            show_progress="hidden",
+        )  # fmt: skip
+
+
+@dataclass
+class _Menus:
+    """The menus listing model folders the top bar's 🔄 (and a fresh page) rescans besides checkpoints and VAEs."""
+
+    controlnets: list[gr.Dropdown]
+    upscalers: list[tuple[gr.Dropdown, bool]]  # (menu, lists the latent upscalers too)
+
+    def widgets(self) -> list[gr.Dropdown]:
+        return [*self.controlnets, *(menu for menu, _ in self.upscalers)]
+
+
+def _model_menus(tabs_by_mode: dict[Mode, GenerationTab]) -> _Menus:
+    controlnets = [menu for tab in tabs_by_mode.values() if tab.controlnet for menu in tab.controlnet.models()]
+    upscalers = [
+        (tabs_by_mode[Mode.TXT2IMG].widgets["hr_upscaler"], True),
+        (tabs_by_mode[Mode.IMG2IMG].widgets["sd_upscale_upscaler"], False),
+    ]
+    return _Menus(controlnets, upscalers)
 
 
 def _image_or_keep(path: str | None) -> Any:
