@@ -4,6 +4,7 @@ back from an infotext."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -392,6 +393,23 @@ def test_preprocessors_that_need_files_say_which_and_stay_listed(service: Genera
     assert choices["canny"] == "canny" and next(iter(choices)) == "none"
     assert choices["openpose"] == "openpose (needs body_pose_model.pth in models/annotators)"
     assert panel.model_choices(service) == [("None", "None"), ("control_tiny.safetensors", "control_tiny.safetensors")]
+
+
+def test_a_controlnet_that_comes_with_easel_says_so(tmp_path: Path, controlnet_folder: Path) -> None:
+    from webui.controlnet.models import ControlNetLibrary
+    from webui.weights.hashing import HashCache
+
+    shipped = tmp_path / "package" / "easel-demo-canny.safetensors"
+    shipped.parent.mkdir()
+    shutil.copy(controlnet_folder / "control_tiny.safetensors", shipped)
+    library = ControlNetLibrary(controlnet_folder, HashCache(tmp_path / "hashes.json"), builtins=[shipped])
+    library.registry.refresh()
+    engine = MapEngine(controlnets=library)
+    service = GenerationService(Settings(models_dir=tmp_path / "models", outputs_dir=tmp_path / "out"), engine)
+    assert service.controlnet_model_choices() == [
+        ("control_tiny.safetensors", "control_tiny.safetensors"),
+        ("easel-demo-canny.safetensors (built-in demo)", "easel-demo-canny.safetensors"),
+    ]
 
 
 def test_the_model_rescan_lists_a_new_file(service: GenerationService, controlnet_folder: Path) -> None:

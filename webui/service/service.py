@@ -210,12 +210,13 @@ class GenerationService:
         return self.engine.weights.controlnets.titles()
 
     def controlnet_model_choices(self, *, refresh: bool = False) -> list[tuple[str, str]]:
-        """(title, name) of each ControlNet model, for the UI's menus: the title gains the hash once known while the
-        name stays, so a value chosen before stays valid. ``refresh`` rescans ``models/ControlNet`` first (🔄)."""
+        """(label, name) of each ControlNet model, for the UI's menus: the label is the title, which gains the hash
+        once known (and says which file came with Easel), while the name stays, so a value chosen before stays
+        valid. ``refresh`` rescans ``models/ControlNet`` first (🔄)."""
         registry = self.engine.weights.controlnets.registry
         if refresh:
             registry.refresh()
-        return [(info.title, info.name) for info in registry.list()]
+        return [(f"{i.title} (built-in demo)" if i.builtin else i.title, i.name) for i in registry.list()]
 
     def controlnet_model_name(self, query: str) -> str:
         """The listed model an infotext's ``Model`` means (title, name, stem or hash); ``ModelNotFound`` if none."""
