@@ -130,7 +130,7 @@ def build_preprocessor_widgets(service: GenerationService, elem: str) -> Preproc
     the user picks (``input``), so a fill that sets all four at once is not undone by a ``change``."""
     module = gr.Dropdown(
         preprocessor_choices(service), value="none", label="Preprocessor", allow_custom_value=True,
-        elem_id=f"{elem}_module", scale=4,
+        elem_id=f"{elem}_module", scale=3,
     )  # fmt: skip
     return PreprocessorWidgets(
         module=module,
@@ -223,12 +223,12 @@ def _build_unit(mode: Mode, service: GenerationService, index: int, elem: str) -
         w["pixel_perfect"] = gr.Checkbox(False, label="Pixel Perfect", elem_id=f"{elem}_pixel_perfect")
     with gr.Row(equal_height=True):
         pre = build_preprocessor_widgets(service, elem)
-        preview = gr.Button(PREVIEW_LABEL, elem_id=f"{elem}_preview", scale=0, min_width=110, size="sm")
+        preview = gr.Button(PREVIEW_LABEL, elem_id=f"{elem}_preview", scale=0, min_width=96, size="sm")
         w["model"] = gr.Dropdown(
-            model_choices(service), value=NO_MODEL, label="Model", allow_custom_value=True, scale=4,
+            model_choices(service), value=NO_MODEL, label="Model", allow_custom_value=True, scale=5,
             elem_id=f"{elem}_model",
         )  # fmt: skip
-        refresh = gr.Button("🔄", elem_id=f"{elem}_refresh", scale=0, min_width=48, size="sm")
+        refresh = gr.Button("🔄", elem_id=f"{elem}_refresh", scale=0, min_width=40, size="sm")
     w["module"] = pre.module
     w["weight"] = FieldSlider(0, 2, value=1, step=0.05, label="Control Weight", elem_id=f"{elem}_weight")
     with gr.Row():
