@@ -281,3 +281,24 @@ def test_the_service_previews_the_map_a_unit_would_see_without_a_model(service) 
     assert names["canny"] == [] and names["openpose"] == ["body_pose_model.pth"]
     assert "control_tiny_canny" in " ".join(service.controlnet_models())
     assert service.upscaler_names(latent=True)[:2] == ["Latent", "Latent (antialiased)"]
+
+
+def test_a_network_preprocessor_preview_runs_on_the_worker_thread(service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch on a second thread slows every later CPU generation (docs/ARCHITECTURE.md), so previews that run an
+    annotator network are queued for the worker; OpenCV ones run where they are asked."""
+    import threading
+
+    from webui.controlnet import detect as detect_module
+
+    threads: list[str] = []
+    real = detect_module.detect
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("webui.service.service.detect", spy)
+    service.detect_map(ControlNetUnit(module="canny", image=_control_image()), 64, 64)
+    with pytest.raises(InvalidRequest, match=r"ControlNetHED\.pth"):
+        service.detect_map(ControlNetUnit(module="softedge_hed", image=_control_image()), 64, 64)
+    assert threads == [threading.current_thread().name, "easel-worker"]

@@ -251,6 +251,11 @@ def built_in_names() -> list[str]:
     return [p.name for p in PREPROCESSORS.values() if not p.needs]
 
 
+def supported(preprocessor: Preprocessor) -> bool:
+    """Whether Easel can run it at all (depth, normal and pose are listed with their files but not run yet)."""
+    return not (preprocessor.needs and preprocessor.run is None)
+
+
 def missing_files(preprocessor: Preprocessor, annotators: Path) -> list[str]:
     """The annotator files a preprocessor needs that are not in ``annotators`` (empty: all there). For the few
     Easel cannot run yet (``run`` is None) an empty list still leaves them unusable; ``run`` says so."""

@@ -238,17 +238,25 @@ class GenerationService:
         where: str = "controlnet_units[0]",
     ) -> DetectedMap:
         """The map a unit's ControlNet would see at ``width`` x ``height`` (the UI's preview, the API's detect):
-        the same code the engine runs. NumPy/OpenCV only, so any thread may call it."""
+        the same code the engine runs. OpenCV preprocessors run on the caller's thread; one that runs a network
+        (HED, line art...) is queued for the worker, since torch on a second thread slows every later
+        generation (see docs/ARCHITECTURE.md)."""
         unit.model_copy(update={"enabled": False}).check(where)  # ranges only: a preview needs no model
-        return detect(
-            unit,
-            width=width,
-            height=height,
-            where=where,
-            fallback_image=fallback_image,
-            fallback_mask=fallback_mask,
-            annotators=self.settings.annotators_path,
-        )
+
+        def run(_job: Job | None = None) -> DetectedMap:
+            return detect(
+                unit,
+                width=width,
+                height=height,
+                where=where,
+                fallback_image=fallback_image,
+                fallback_mask=fallback_mask,
+                annotators=self.settings.annotators_path,
+            )
+
+        if not unit.preprocessor.needs:
+            return run()
+        return self._enqueue(Job(request=None, run=run)).wait()
 
     def upscale(self, image: Any, upscaler: str, width: int, height: int, owner: str | None = None) -> Job:
         """Queue an upscale (the API's extras): model upscalers run on the worker, which alone uses the device.
