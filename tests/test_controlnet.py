@@ -302,3 +302,20 @@ def test_a_network_preprocessor_preview_runs_on_the_worker_thread(service, monke
     with pytest.raises(InvalidRequest, match=r"ControlNetHED\.pth"):
         service.detect_map(ControlNetUnit(module="softedge_hed", image=_control_image()), 64, 64)
     assert threads == [threading.current_thread().name, "easel-worker"]
+
+
+def test_a_conditioning_embedding_of_another_depth_loads_from_the_original_layout(tmp_path: Path) -> None:
+    """diffusers' table assumes SD's 8x embedding (``input_hint_block.14`` last); a 4x one, as the demo model's
+    ControlNet has, ends at ``input_hint_block.10`` and must load the same."""
+    from diffusers import ControlNetModel
+
+    from tests.fixtures.tiny_controlnets import save_controlnet
+
+    unet = tiny_components("sd1")["unet"]
+    torch.manual_seed(0)
+    reference = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 64)).eval()
+    path = save_controlnet(reference, tmp_path / "four-x.safetensors", "ldm")
+    loaded = load_controlnet(path, dict(unet.config), torch.float32)
+    want, got = reference.state_dict(), loaded.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    assert list(loaded.config.conditioning_embedding_out_channels) == [16, 32, 64]

@@ -199,6 +199,7 @@ def to_diffusers_layout(path: Path, state: dict[str, Any]) -> dict[str, Any]:
     hints = sorted({int(m[1]) for k in state if (m := re.match(r"input_hint_block\.(\d+)\.weight$", k))})
     for part in ("weight", "bias"):
         converted[f"controlnet_cond_embedding.conv_out.{part}"] = state.get(f"input_hint_block.{hints[-1]}.{part}")
+    converted = {k: v for k, v in converted.items() if not k.startswith("controlnet_cond_embedding.blocks.")}
     blocks = [i for i in hints if i not in (hints[0], hints[-1])]
     for index, hint in enumerate(blocks):
         for part in ("weight", "bias"):
