@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from webui.controlnet.models import ControlNetLibrary
-from webui.demo.weights import DEMO_EMBEDDING_PATH, DEMO_LORA_PATH, DEMO_MODEL_PATH
+from webui.demo.weights import DEMO_CONTROLNET_PATH, DEMO_EMBEDDING_PATH, DEMO_LORA_PATH, DEMO_MODEL_PATH
 from webui.errors import EaselError, ModelLoadError
 from webui.networks.embeddings import EmbeddingLibrary
 from webui.networks.lora import LoraLibrary
@@ -65,7 +65,8 @@ class WeightsManager:
         demo_embedding = [DEMO_EMBEDDING_PATH] if settings.demo_model else []
         self.loras = LoraLibrary(settings.lora_path, self.hash_cache, builtins=demo_lora)
         self.embeddings = EmbeddingLibrary(settings.embeddings_path, self.hash_cache, builtins=demo_embedding)
-        self.controlnets = ControlNetLibrary(settings.controlnet_path, self.hash_cache)
+        demo_controlnet = [DEMO_CONTROLNET_PATH] if settings.demo_model else []
+        self.controlnets = ControlNetLibrary(settings.controlnet_path, self.hash_cache, builtins=demo_controlnet)
         self.upscalers = UpscalerLibrary(settings.esrgan_path, self.hash_cache)
         self.active: ActiveModel | None = None
         self.ram_cache = settings.ckpt_cache  # models parked in RAM after a switch; the service follows Settings
