@@ -333,7 +333,7 @@ def test_the_lists_have_a1111s_shapes(api: httpx.Client) -> None:
     embeddings = api.get("/embeddings").json()
     assert embeddings["loaded"]["bluish"]["shape"] == 32 and embeddings["loaded"]["bluish"]["vectors"] == 1
     assert "768 wide" in embeddings["skipped"]["toowide"]["reason"]
-    assert api.get("/extensions").json() == [] and api.get("/scripts").json() == {"txt2img": [], "img2img": []}
+    assert api.get("/extensions").json() == [] and api.get("/scripts").json() == {"txt2img": [], "img2img": ["sd upscale"]}
     for path in ("/refresh-vae", "/refresh-loras", "/refresh-embeddings"):
         assert api.post(path).status_code == 200
     memory = api.get("/memory").json()
@@ -452,7 +452,8 @@ def _bomb() -> str:
         ("/txt2img", {"infotext": "a cat\nSteps: 2, Sampler: Euler Ultra, Seed: 1, Size: 64x64"}, 400, "infotext"),
         ("/txt2img", {**FAST, "script_name": "x/y/z plot"}, 422, "script_name"),
         ("/txt2img", {**FAST, "alwayson_scripts": {"NoSuchScript": {"args": []}}}, 422, "alwayson_scripts"),
-        ("/txt2img", {**FAST, "enable_hr": True}, 422, "enable_hr"),
+        ("/txt2img", {**FAST, "enable_hr": True, "hr_checkpoint_name": "other.safetensors"}, 422, "hr_checkpoint_name"),
+        ("/txt2img", {**FAST, "enable_hr": True, "hr_scale": 9}, 422, "hr_scale"),
         (
             "/txt2img",
             {**FAST, "override_settings": {"sd_model_checkpoint": "../../../etc/passwd"}},

@@ -151,7 +151,7 @@ class ApiOptions:
                 self.service.preferences.current,
                 self.service.rename_loras,
                 checkpoint=self.checkpoint(),
-                upscaler_names=self.service.upscaler_names(),
+                upscaler_names=self.service.upscaler_names() if body.script_name else None,
             )
             if body.override_settings and not body.override_settings_restore_afterwards:
                 kept = self.check(body.override_settings, prefix="override_settings.")
