@@ -333,7 +333,10 @@ def test_the_lists_have_a1111s_shapes(api: httpx.Client) -> None:
     embeddings = api.get("/embeddings").json()
     assert embeddings["loaded"]["bluish"]["shape"] == 32 and embeddings["loaded"]["bluish"]["vectors"] == 1
     assert "768 wide" in embeddings["skipped"]["toowide"]["reason"]
-    assert api.get("/extensions").json() == [] and api.get("/scripts").json() == {"txt2img": [], "img2img": ["sd upscale"]}
+    assert api.get("/extensions").json() == [] and api.get("/scripts").json() == {
+        "txt2img": [],
+        "img2img": ["sd upscale"],
+    }
     for path in ("/refresh-vae", "/refresh-loras", "/refresh-embeddings"):
         assert api.post(path).status_code == 200
     memory = api.get("/memory").json()
