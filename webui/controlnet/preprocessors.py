@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from webui.controlnet import annotators as nets
+from webui.controlnet.annotators import normal_map
 from webui.errors import InvalidRequest, ModelLoadError
 
 Array = np.ndarray
@@ -72,6 +73,8 @@ def resize_short_side(image: Array, resolution: int) -> Array:
 
 
 def _rgb(single: Array) -> Array:
+    if single.ndim == 3:  # already a colour map (normal_bae)
+        return single
     return np.ascontiguousarray(np.repeat(single[:, :, None], 3, axis=2))
 
 
@@ -145,7 +148,6 @@ def inpaint_marked(image: Array, mask: Array) -> Array:
 _NOT_YET = {
     "depth": ("dpt_hybrid-midas-501f0c75.pt",),
     "depth_leres": ("res101.pth",),
-    "normal_bae": ("scannet.pt",),
     "openpose": ("body_pose_model.pth",),
     "openpose_hand": ("body_pose_model.pth", "hand_pose_model.pth"),
     "openpose_face": ("body_pose_model.pth", "facenet.pth"),
@@ -210,6 +212,11 @@ _NETWORKS = (
         Slider("MLSD Value Threshold", 0.1, 0.01, 2.0),
         Slider("MLSD Distance Threshold", 0.1, 0.01, 20.0),
         needs=(nets.MLSD_FILE,),
+    ),
+    Preprocessor(
+        "normal_bae",
+        lambda image, folder: normal_map.detect_normal_bae(image, folder),
+        needs=(normal_map.NORMAL_BAE_FILE,),
     ),
 )
 
