@@ -44,6 +44,9 @@ class Settings:
     max_queue: int = 64
     ckpt_cache: int = 0
     demo_model: bool = True  # list Easel's built-in demo model (the default when the user has no checkpoint)
+    extensions_dir: Path | None = None  # None: no extensions (library and test use); app.py passes ROOT/extensions
+    extension_packages: bool = False  # also load installed packages' ``easel.extensions`` entry points (app.py: on)
+    allow_extension_install: bool = False  # installing from the page even when not on loopback
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -127,6 +130,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--vae-tiling", choices=VAE_TILING, default="auto", help="decode large images in tiles (auto: above 1536 px)"
     )
     dev.add_argument("--no-half-vae", action="store_true", help="always run the VAE in fp32")
+    ext = parser.add_argument_group("extensions")
+    ext.add_argument(
+        "--extensions-dir", type=Path, default=ROOT / "extensions", help="where extensions live (default: ./extensions)"
+    )
+    ext.add_argument("--disable-extensions", action="store_true", help="start with no extensions at all")
+    ext.add_argument(
+        "--allow-extension-install",
+        action="store_true",
+        help="allow installing extensions from the page even when Easel listens beyond this machine",
+    )
     lim = parser.add_argument_group("limits")
     lim.add_argument("--max-steps", type=int, default=Limits.max_steps)
     lim.add_argument("--max-size", type=int, default=Limits.max_size, help="largest width or height")
@@ -165,6 +178,9 @@ def from_args(args: argparse.Namespace) -> Settings:
         max_queue=args.max_queue,
         ckpt_cache=args.ckpt_cache,
         demo_model=args.demo_model,
+        extensions_dir=None if args.disable_extensions else args.extensions_dir,
+        extension_packages=not args.disable_extensions,
+        allow_extension_install=args.allow_extension_install,
         limits=limits,
         **extra,
     )

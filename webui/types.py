@@ -104,6 +104,8 @@ class GenerationRequest(BaseModel):
     sd_upscale_overlap: int = 64
     # ControlNet (the extension's units; disabled ones are kept so infotext numbering matches the UI)
     controlnet_units: list[ControlNetUnit] = []
+    # extensions' per-job arguments, by extension name then argument name (checked by the plugin host)
+    extension_args: dict[str, dict[str, Any]] = {}
     # output
     save_images: bool = True
 

@@ -230,6 +230,8 @@ def build_app(
     app.include_router(a1111.build_router(service, flags or {}, options))
     app.include_router(jobs.build_router(service, options))
     app.include_router(controlnet.build_controlnet_router(service))
+    if service.plugins is not None:  # before the page's mount at "/", which would catch their paths
+        service.plugins.app_started(lambda prefix, router: app.include_router(router, prefix=prefix))
     if page is not None:
         import gradio as gr
 

@@ -74,6 +74,8 @@ class StepInfo:
 
 
 StepCallback = Callable[[StepInfo], None]
+# (step within the pass, steps in the pass, image index, timestep, latents) -> replacement latents or None
+StepHook = Callable[[int, int, int, float, torch.Tensor], "torch.Tensor | None"]
 
 
 @dataclass
@@ -103,6 +105,7 @@ class Engine:
         self.previews = previews
         self._pipelines: dict[Mode, Any] = {}
         self._pipelines_model: ActiveModel | None = None  # a reference, not an id: ids are reused after free
+        self._step_hook: StepHook | None = None  # set for one generate() call
 
     def after_failure(self) -> None:
         """Free what a failed job left behind (an OOM's partial activations) before the next job starts."""
@@ -144,14 +147,23 @@ class Engine:
         on_step: StepCallback | None = None,
         notes: list[str] | None = None,
         maps: list[Image.Image] | None = None,
+        *,
+        extra_infotext: dict[str, Any] | None = None,
+        step_hook: StepHook | None = None,
     ) -> Iterator[GeneratedImage]:
         """Yield each finished image (not yet saved); things the user should know are appended to ``notes``,
-        and the ControlNet units' detected maps (those with ``save_detected_map``) to ``maps``."""
+        and the ControlNet units' detected maps (those with ``save_detected_map``) to ``maps``. ``extra_infotext``
+        adds fields to every image's infotext; ``step_hook`` sees (and may replace) the latents after each step
+        (extensions' ``easel_denoising_step``)."""
         notes = [] if notes is None else notes
-        if request.sd_upscale:
-            yield from self._sd_upscale(request, on_step, notes, maps)
-            return
-        yield from self._generate(request, on_step, notes, maps)
+        self._step_hook = step_hook
+        try:
+            if request.sd_upscale:
+                yield from self._sd_upscale(request, on_step, notes, maps, extra_infotext or {})
+                return
+            yield from self._generate(request, on_step, notes, maps, extra_infotext)
+        finally:
+            self._step_hook = None
 
     def _generate(
         self,
@@ -206,6 +218,7 @@ class Engine:
         on_step: StepCallback | None,
         notes: list[str],
         maps: list[Image.Image] | None,
+        extra_infotext: dict[str, Any],
     ) -> Iterator[GeneratedImage]:
         """A1111's "SD upscale": the input upscaled, cut into overlapping tiles of the request's size, each tile
         img2img'd (its own crop is the "img2img input" of ControlNet units, so a tile ControlNet sees it), and the
@@ -223,6 +236,7 @@ class Engine:
             "SD upscale": request.sd_upscale_scale,
             "SD upscale upscaler": request.sd_upscale_upscaler,
             "SD upscale overlap": request.sd_upscale_overlap,
+            **extra_infotext,
         }
         for iteration in range(request.n_iter):
             seed = base_seed + iteration
@@ -592,6 +606,11 @@ class Engine:
         def callback(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             if control is not None:
                 control.advance(i + 1, pipe.num_timesteps)
+            replaced: dict[str, Any] = {}
+            if self._step_hook is not None:
+                new_latents = self._step_hook(i + 1, pipe.num_timesteps, iteration, float(t), tensors["latents"])
+                if new_latents is not None:
+                    replaced["latents"] = tensors["latents"] = new_latents
             if on_step is not None:
                 latents = tensors["latents"]
                 scale = int(getattr(pipe, "vae_scale_factor", 8))
@@ -606,16 +625,16 @@ class Engine:
                     )
                 )
             if not conditioning.changes:
-                return {}
+                return replaced
             # The next step, in the user's steps (second-order samplers call back more often than that).
             upcoming = min(run_steps, (i + 1) * run_steps // max(pipe.num_timesteps, 1) + 1)
             index = conditioning.at(upcoming)
             if index == current[0]:
-                return {}
+                return replaced
             current[0] = index
             _end, positive, negative, pooled, negative_pooled = conditioning.ranges[index]
             cfg = pipe.do_classifier_free_guidance
-            swapped = {"prompt_embeds": torch.cat([negative, positive]) if cfg else positive}
+            swapped = {**replaced, "prompt_embeds": torch.cat([negative, positive]) if cfg else positive}
             if sdxl:
                 swapped["add_text_embeds"] = torch.cat([negative_pooled, pooled]) if cfg else pooled
             return swapped

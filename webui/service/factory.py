@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import TYPE_CHECKING
 
 from webui.outputs.saving import cleanup_temp_files
 from webui.service.service import GenerationService
 from webui.settings import Settings
+
+if TYPE_CHECKING:
+    from webui.plugins.manager import PluginHost
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,7 @@ def create_service(settings: Settings, *, start: bool = True) -> GenerationServi
     weights.refresh()
     previews = TaesdPreviews(settings.vae_approx_path, device.device, device.dtype)
     engine = Engine(device, weights, vae_tiling=settings.vae_tiling, previews=previews)
-    service = GenerationService(settings, engine)
+    service = GenerationService(settings, engine, load_extensions(settings))
     # History catches up with files saved while Easel was not running (or an index that was deleted) in the
     # background: reading 10,000 PNGs' text takes a while, and nothing needs it before the History tab opens.
     threading.Thread(target=_sync_history, args=(service,), name="easel-history-sync", daemon=True).start()
@@ -46,6 +50,26 @@ def create_service(settings: Settings, *, start: bool = True) -> GenerationServi
         "device: %s; %d checkpoint(s) in %s", device.label, len(weights.checkpoints.list()), settings.checkpoints_path
     )
     return service.start() if start else service
+
+
+def load_extensions(settings: Settings) -> PluginHost | None:
+    """The extensions folder's and installed packages' extensions, loaded (None when there are none to look for)."""
+    if settings.extensions_dir is None and not settings.extension_packages:
+        return None
+    from webui.plugins.manager import PluginHost
+
+    host = PluginHost(
+        settings.extensions_dir or settings.outputs_dir / "no-extensions-folder",
+        settings.outputs_dir,
+        entry_points=settings.extension_packages,
+    )
+    host.load()
+    if host.extensions:
+        log.info(
+            "extensions: %s",
+            ", ".join(f"{e.name} ({e.status})" for e in host.extensions),
+        )
+    return host
 
 
 def _sync_history(service: GenerationService) -> None:

@@ -21,6 +21,7 @@ from webui.errors import (
     EaselError,
     GenerationFailed,
     ImageSkipped,
+    InvalidRequest,
     JobCancelled,
     JobNotFound,
     ModelNotFound,
@@ -29,6 +30,7 @@ from webui.errors import (
 from webui.outputs.history import HistoryIndex
 from webui.outputs.saving import save_image
 from webui.pipeline.hires import LATENT_UPSCALERS
+from webui.plugins.manager import PluginHost
 from webui.preferences import Preferences, PreferencesStore
 from webui.service.jobs import Job
 from webui.settings import Settings
@@ -42,10 +44,15 @@ _KEEP_FINISHED = 256  # finished jobs remembered for status queries; older ones 
 
 
 class GenerationService:
-    def __init__(self, settings: Settings, engine: Any) -> None:
-        """``engine`` is a ``webui.pipeline.engine.Engine``; tests may pass any object with ``generate``."""
+    def __init__(self, settings: Settings, engine: Any, plugins: PluginHost | None = None) -> None:
+        """``engine`` is a ``webui.pipeline.engine.Engine``; tests may pass any object with ``generate``.
+        ``plugins``: the loaded extensions, called around every job (None: no extensions)."""
         self.settings = settings
         self.engine = engine
+        self.plugins = plugins
+        weights = getattr(engine, "weights", None)
+        if plugins is not None and weights is not None and hasattr(weights, "listeners"):
+            weights.listeners.append(lambda model: plugins.model_loaded(model.info, model.arch.family))
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
@@ -80,6 +87,10 @@ class GenerationService:
             self.engine.weights.checkpoints.get(request.checkpoint)  # unknown name: ModelNotFound now, not later
         self.engine.weights.vaes.check(request.vae)
         self._check_controlnets(request)
+        if request.extension_args:
+            if self.plugins is None:
+                raise InvalidRequest("extension_args", "no extensions are loaded (started with --disable-extensions?)")
+            self.plugins.check_arguments(request.extension_args)
         if request.enable_hr and request.hr_upscaler not in LATENT_UPSCALERS:
             self.engine.weights.upscalers.check(request.hr_upscaler, "hr_upscaler")
         if request.sd_upscale:
@@ -357,6 +368,13 @@ class GenerationService:
     def _run_generation(self, job: Job) -> GenerationResult:
         request = job.request
         assert request is not None
+        plugins = self.plugins
+        hooks: dict[str, Any] = {}
+        if plugins is not None and plugins.active:
+            request = plugins.before_generation(job.id, request)  # this job's copy; the queued request is untouched
+            extra = plugins.infotext_fields(job.id, request)
+            step_hook = plugins.step_hook(job.id, request)
+            hooks = {k: v for k, v in (("extra_infotext", extra), ("step_hook", step_hook)) if v}
         started = time.perf_counter()
         result = GenerationResult(job_id=job.id, request=request, images=[])
         # Published at once and filled as images are saved: an interrupted or failed job still hands over the
@@ -388,8 +406,10 @@ class GenerationService:
                 **({"preview": preview} if preview is not None else {}),
             )
 
-        for generated in self.engine.generate(request, on_step, result.notes, result.control_maps):
+        for generated in self.engine.generate(request, on_step, result.notes, result.control_maps, **hooks):
             job.raise_if_cancelled()
+            if plugins is not None and plugins.active:
+                generated.image = plugins.postprocess(job.id, request, generated.image)
             if request.save_images:
                 prefs = self.preferences.current
                 generated.path = save_image(
@@ -404,6 +424,8 @@ class GenerationService:
                     embed_infotext=prefs.save_infotext,
                 )
                 self._index(generated.path, generated.infotext, request.mode.value)
+                if plugins is not None:
+                    plugins.image_saved(job.id, request, generated.path, generated.infotext)
             result.images.append(generated)
         result.seconds = time.perf_counter() - started
         return result

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,8 @@ class WeightsManager:
         self.controlnets = ControlNetLibrary(settings.controlnet_path, self.hash_cache, builtins=demo_controlnet)
         self.upscalers = UpscalerLibrary(settings.esrgan_path, self.hash_cache)
         self.active: ActiveModel | None = None
+        # Called on the worker each time another checkpoint becomes the active one (extensions' model_loaded).
+        self.listeners: list[Callable[[ActiveModel], None]] = []
         self.ram_cache = settings.ckpt_cache  # models parked in RAM after a switch; the service follows Settings
         # Models used before, parked in RAM (most recent last), so switching back skips the load.
         self._parked: OrderedDict[Path, ActiveModel] = OrderedDict()
@@ -120,6 +123,8 @@ class WeightsManager:
         previous, self.active = self.active, model
         if previous is not None:
             self._park(previous)
+        for listener in list(self.listeners):
+            listener(model)
         return model
 
     @property
