@@ -126,7 +126,7 @@ class _InvertedResidual(nn.Module):
 
 class EfficientNetB5(nn.Module):
     """``tf_efficientnet_b5_ap`` without its classifier: ``conv_stem``, ``bn1``, ``blocks.S.B.*``, ``conv_head``,
-    ``bn2`` (506 tensors)."""
+    ``bn2`` (852 tensors)."""
 
     def __init__(self) -> None:
         super().__init__()
