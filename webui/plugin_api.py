@@ -134,3 +134,18 @@ class App:
     router: Any
     data_dir: Path
     settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+def decode_image(data: str, field: str = "image") -> Any:
+    """A base64 image from a client as an RGB PIL image, with Easel's checks (size bomb, not an image, a file path
+    or URL given instead); a fault raises ``InvalidRequest`` naming ``field``, which routes answer with a 422."""
+    from webui.images import decode_image as decode
+
+    return decode(data, field)
+
+
+def encode_png(image: Any) -> str:
+    """A PIL image as base64 PNG text, as Easel's API returns images."""
+    from webui.images import encode_png_base64
+
+    return encode_png_base64(image)
