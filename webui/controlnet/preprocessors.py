@@ -8,7 +8,8 @@ The ones that run a network need the annotator file the extension downloads, put
 as unavailable with the exact file it needs (``missing_files``), and ``run`` says so. With it, these run
 (``webui.controlnet.annotators``): softedge_hed, softedge_hedsafe and scribble_hed (``ControlNetHED.pth``), lineart
 and lineart_coarse (``sk_model.pth``, ``sk_model2.pth``), lineart_anime (``netG.pth``), softedge_pidinet,
-softedge_pidisafe and scribble_pidinet (``table5_pidinet.pth``), mlsd (``mlsd_large_512_fp32.pth``). Depth, normal
+softedge_pidisafe and scribble_pidinet (``table5_pidinet.pth``), mlsd (``mlsd_large_512_fp32.pth``), depth
+(``dpt_hybrid-midas-501f0c75.pt``), depth_leres and depth_leres++ (``res101.pth``, ``latest_net_G.pth``). Normal
 and pose are listed with their files but not run yet (their networks need timm); ``run`` says so even when the file
 is there.
 
@@ -31,6 +32,7 @@ import cv2
 import numpy as np
 
 from webui.controlnet import annotators as nets
+from webui.controlnet.annotators import depth as depth_nets
 from webui.controlnet.annotators import normal_map
 from webui.errors import InvalidRequest, ModelLoadError
 
@@ -143,11 +145,9 @@ def inpaint_marked(image: Array, mask: Array) -> Array:
     return marked
 
 
-# Listed with the files the extension downloads for them, but not run yet: MiDaS, LeReS and NormalBAE need timm,
+# Listed with the files the extension downloads for them, but not run yet: NormalBAE needs timm,
 # and OpenPose's body/hand/face pipeline is not written.
 _NOT_YET = {
-    "depth": ("dpt_hybrid-midas-501f0c75.pt",),
-    "depth_leres": ("res101.pth",),
     "openpose": ("body_pose_model.pth",),
     "openpose_hand": ("body_pose_model.pth", "hand_pose_model.pth"),
     "openpose_face": ("body_pose_model.pth", "facenet.pth"),
@@ -220,6 +220,33 @@ _NETWORKS = (
     ),
 )
 
+_REMOVE_NEAR = Slider("Remove Near %", 0, 0, 100)
+_REMOVE_BACKGROUND = Slider("Remove Background %", 0, 0, 100)
+_DEPTH = (
+    Preprocessor(
+        "depth",
+        lambda image, folder: depth_nets.detect_midas(image, folder),
+        needs=(depth_nets.MIDAS_FILE,),
+        aliases=("depth_midas",),
+    ),
+    Preprocessor(
+        "depth_leres",
+        lambda image, folder, a, b: depth_nets.detect_leres(image, folder, remove_near=a, remove_background=b),
+        _REMOVE_NEAR,
+        _REMOVE_BACKGROUND,
+        needs=(depth_nets.LERES_FILE,),
+    ),
+    Preprocessor(
+        "depth_leres++",
+        lambda image, folder, a, b: depth_nets.detect_leres(
+            image, folder, remove_near=a, remove_background=b, boost=True
+        ),
+        _REMOVE_NEAR,
+        _REMOVE_BACKGROUND,
+        needs=(depth_nets.LERES_FILE, depth_nets.LERES_BOOST_FILE),
+    ),
+)
+
 PREPROCESSORS: dict[str, Preprocessor] = {
     p.name: p
     for p in (
@@ -241,6 +268,7 @@ PREPROCESSORS: dict[str, Preprocessor] = {
         Preprocessor("shuffle", lambda image, seed: shuffle(image, seed)),
         Preprocessor("inpaint", None, uses_resolution=False, needs_mask=True, aliases=("inpaint_only",)),
         *_NETWORKS,
+        *_DEPTH,
         *(Preprocessor(name, None, needs=files) for name, files in _NOT_YET.items()),
     )
 }
