@@ -128,3 +128,46 @@ def test_vae_flag_uses_a_vae_file_and_an_unknown_one_exits_2_naming_sd_vae(capsy
     code, paths, err = _generate(capsys, root, outputs, *FAST, "--vae", "nope.safetensors")
     assert code == 2 and paths == []
     assert "sd_vae: 'nope.safetensors' not found" in err and "redder.safetensors" in err
+
+
+def test_hires_sd_upscale_controlnet_and_extension_options(capsys, models, outputs, tmp_path):
+    from tests.fixtures.tiny_controlnets import make_controlnet
+
+    make_controlnet(models / "ControlNet", "sd1", seed=1, name="control_tiny.safetensors")
+    init, _mask = _scene(tmp_path)
+    code, (hires,), err = _generate(capsys, models, outputs, *FAST, "--hires", "--hr-upscaler", "Lanczos")
+    assert code == 0, err
+    with Image.open(hires) as image:
+        assert image.size == (2 * SIZE, 2 * SIZE) and "Hires upscaler: Lanczos" in image.info["parameters"]
+    args = ["--mode", "img2img", "--init-image", str(init), "--sd-upscale", "2", "--sd-upscale-overlap", "16"]
+    code, (upscaled,), err = _generate(capsys, models, outputs, *FAST, *args)
+    assert code == 0, err
+    with Image.open(upscaled) as image:
+        assert image.size == (2 * SIZE, 2 * SIZE) and "SD upscale: 2" in image.info["parameters"]
+    unit = f"model=control_tiny,module=canny,image={init},weight=0.8,guidance_end=0.5"
+    mirror = ["--ext", "latent-mirror.mode=Left-right", "--ext", "latent-mirror.strength=0.5"]
+    code, (controlled,), err = _generate(capsys, models, outputs, *FAST, "--controlnet", unit, *mirror)
+    assert code == 0, err
+    with Image.open(controlled) as image:
+        text = image.info["parameters"]
+        assert 'ControlNet 0: "Module: canny, Model: control_tiny' in text and "Weight: 0.8" in text
+        assert "Latent mirror: Left-right 0.5 until 0.5" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--controlnet", "model=control_tiny,weight=5"], "controlnet_units[0].weight"),
+        (["--controlnet", "model=nope,image=SCENE"], "controlnet_units[0].model"),
+        (["--controlnet", "weight"], "controlnet_units[0]"),
+        (["--ext", "latent-mirror.strength=9"], "extension_args.latent-mirror.strength"),
+        (["--ext", "nobody.x=1"], "extension_args.nobody"),
+        (["--hires", "--hr-scale", "9"], "hr_scale"),
+    ],
+)
+def test_bad_new_options_exit_2_naming_the_field(capsys, models, outputs, tmp_path, args, field):
+    init, _mask = _scene(tmp_path)
+    args = [a.replace("SCENE", str(init)) for a in args]
+    code, paths, err = _generate(capsys, models, outputs, *FAST, *args)
+    assert code == 2 and paths == [] and f"error: {field}" in err, err
+    assert _pngs(outputs) == []
