@@ -152,6 +152,7 @@ class ApiOptions:
                 self.service.rename_loras,
                 checkpoint=self.checkpoint(),
                 upscaler_names=self.service.upscaler_names() if body.script_name else None,
+                plugins=self.service.plugins,
             )
             if body.override_settings and not body.override_settings_restore_afterwards:
                 kept = self.check(body.override_settings, prefix="override_settings.")
@@ -356,7 +357,28 @@ def build_router(service: GenerationService, flags: dict[str, Any], options: Api
 
     @router.get("/script-info")
     def script_info() -> list[dict[str, Any]]:
-        return []
+        """The extensions that take per-job arguments, as A1111 describes always-on scripts; Easel's take their
+        ``args`` by name (``key`` below), not by position."""
+        plugins = service.plugins
+        items = []
+        for ext in plugins.active if plugins is not None else []:
+            if not ext.arguments:
+                continue
+            args = [
+                {
+                    "key": a.key,
+                    "label": a.label,
+                    "value": a.default,
+                    "minimum": a.minimum,
+                    "maximum": a.maximum,
+                    "step": None,
+                    "choices": list(a.choices) or None,
+                }
+                for a in ext.arguments
+            ]
+            for is_img2img in (False, True):
+                items.append({"name": ext.name, "is_alwayson": True, "is_img2img": is_img2img, "args": args})
+        return items
 
     @router.get("/prompt-styles")
     def prompt_styles() -> list[dict[str, Any]]:
@@ -364,7 +386,22 @@ def build_router(service: GenerationService, flags: dict[str, Any], options: Api
 
     @router.get("/extensions")
     def extensions() -> list[dict[str, Any]]:
-        return []
+        """A1111's shape (git fields empty: Easel does not track them), one row per extension found."""
+        plugins = service.plugins
+        return [
+            {
+                "name": ext.name,
+                "remote": "",
+                "branch": "",
+                "commit_hash": "",
+                "version": ext.version,
+                "commit_date": 0,
+                "enabled": ext.active,
+                "status": ext.status,
+                "error": ext.error,
+            }
+            for ext in (plugins.extensions if plugins is not None else [])
+        ]
 
     @router.post("/refresh-checkpoints")
     def refresh_checkpoints() -> dict[str, Any]:

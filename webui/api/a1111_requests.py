@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from webui import __version__, samplers
@@ -56,7 +56,7 @@ class ScriptNotFound(EaselError):
         super().__init__(f"{field}: script '{name}' not found (Easel has no scripts of that name)")
 
 
-def _refuse_unsupported(body: Txt2ImgBody) -> None:
+def _refuse_unsupported(body: Txt2ImgBody, extensions: Collection[str] = ()) -> None:
     """Fields whose non-default values ask for features Easel does not have yet; refused, never ignored."""
     if body.hr_checkpoint_name and body.hr_checkpoint_name.strip() not in _SAME_CHECKPOINT:
         raise InvalidRequest(
@@ -87,7 +87,7 @@ def _refuse_unsupported(body: Txt2ImgBody) -> None:
     if body.script_name and not (isinstance(body, Img2ImgBody) and body.script_name.strip().lower() == SD_UPSCALE):
         raise ScriptNotFound("script_name", body.script_name)
     for name in body.alwayson_scripts or {}:
-        if not controlnet.is_controlnet(name):
+        if not controlnet.is_controlnet(name) and name not in extensions:
             raise ScriptNotFound("alwayson_scripts", name)
 
 
@@ -114,13 +114,15 @@ def build_request(
     rename_loras: Callable[[str, str | None], str] | None = None,
     checkpoint: str | None = None,
     upscaler_names: list[str] | None = None,
+    plugins: Any = None,
 ) -> GenerationRequest:
     """The ``GenerationRequest`` an A1111 body describes; Easel's saved options fill what it leaves out.
 
     ``checkpoint`` is the ``sd_model_checkpoint`` option: named in every request, so a model loaded by an earlier
     call's ``override_settings`` is never used by a call that did not ask for it.
     """
-    _refuse_unsupported(body)
+    extensions = [e.name for e in plugins.active] if plugins is not None else []
+    _refuse_unsupported(body, extensions)
     overrides = body.override_settings or {}
     fields: dict[str, Any] = {
         "checkpoint": checkpoint,
@@ -145,11 +147,19 @@ def build_request(
             fields[name] = overrides[option]
     if mode is Mode.TXT2IMG and body.enable_hr:
         fields.update(_hires_fields(body))
+    extension_args: dict[str, Any] = {}
     for name, value in (body.alwayson_scripts or {}).items():
         if controlnet.is_controlnet(name):
             fields["controlnet_units"] = controlnet.units_from_args(value)
+        else:
+            extension_args[name] = _extension_args(name, value)
     infotext = _infotext_fields(body, rename_loras)
     fields.update(infotext)
+    if body.infotext and plugins is not None:  # extensions read their own fields back, unless the body sent them
+        read = plugins.infotext_read(parse_infotext(body.infotext))
+        extension_args = {**{k: v for k, v in read.items() if k not in extension_args}, **extension_args}
+    if extension_args:
+        fields["extension_args"] = extension_args
     if mode is not Mode.TXT2IMG:
         assert isinstance(body, Img2ImgBody)
         _img2img_fields(body, fields, mode)
@@ -157,6 +167,17 @@ def build_request(
             fields.update(_sd_upscale_fields(body, upscaler_names or []))
     request = GenerationRequest.build(**fields)
     return request
+
+
+def _extension_args(name: str, value: Any) -> dict[str, Any]:
+    """An extension's ``alwayson_scripts`` entry: ``{"args": {"key": value}}``, arguments by name."""
+    args = value.get("args", {}) if isinstance(value, dict) else value
+    if not isinstance(args, dict):
+        raise InvalidRequest(
+            f"alwayson_scripts.{name}.args",
+            'Easel\'s extensions take their arguments by name: send an object {"key": value}, not a list',
+        )
+    return dict(args)
 
 
 def _hires_fields(body: Txt2ImgBody) -> dict[str, Any]:
@@ -251,7 +272,7 @@ def a1111_error(exc: EaselError, names: Mapping[str, str]) -> EaselError:
     if not isinstance(field, str):
         return exc
     own = _LABELS.get(field, field)
-    name = names.get(own, controlnet.unit_field(own) or own)
+    name = names.get(own, controlnet.unit_field(own) or _extension_field(own) or own)
     if name == field:
         return exc
     text = str(exc)
@@ -268,6 +289,14 @@ def a1111_error(exc: EaselError, names: Mapping[str, str]) -> EaselError:
         return exc
     renamed.renamed_from = exc  # type: ignore[attr-defined]
     return renamed
+
+
+def _extension_field(field: str) -> str | None:
+    """``extension_args.NAME.KEY`` as the API client sent it: ``alwayson_scripts.NAME.args.KEY``."""
+    if not field.startswith("extension_args."):
+        return None
+    name, _, key = field.removeprefix("extension_args.").partition(".")
+    return f"alwayson_scripts.{name}.args" + (f".{key}" if key else "")
 
 
 def echo_parameters(body: Txt2ImgBody) -> dict[str, Any]:
