@@ -9,9 +9,10 @@ as unavailable with the exact file it needs (``missing_files``), and ``run`` say
 (``webui.controlnet.annotators``): softedge_hed, softedge_hedsafe and scribble_hed (``ControlNetHED.pth``), lineart
 and lineart_coarse (``sk_model.pth``, ``sk_model2.pth``), lineart_anime (``netG.pth``), softedge_pidinet,
 softedge_pidisafe and scribble_pidinet (``table5_pidinet.pth``), mlsd (``mlsd_large_512_fp32.pth``), depth
-(``dpt_hybrid-midas-501f0c75.pt``), depth_leres and depth_leres++ (``res101.pth``, ``latest_net_G.pth``). Normal
-and pose are listed with their files but not run yet (their networks need timm); ``run`` says so even when the file
-is there.
+(``dpt_hybrid-midas-501f0c75.pt``), depth_leres and depth_leres++ (``res101.pth``, ``latest_net_G.pth``),
+openpose, openpose_hand, openpose_face, openpose_faceonly and openpose_full (``body_pose_model.pth``, with
+``hand_pose_model.pth`` for hands and ``facenet.pth`` for faces). Normal is listed with its file but not run yet (its
+network needs timm); ``run`` says so even when the file is there.
 
 A network preprocessor uses torch: it loads its network once (an LRU of two, re-read when the file changes) and
 runs it on the CPU in float32 on the thread that calls ``run``. ``detect.py`` is otherwise NumPy-only and is called
@@ -34,6 +35,7 @@ import numpy as np
 from webui.controlnet import annotators as nets
 from webui.controlnet.annotators import depth as depth_nets
 from webui.controlnet.annotators import normal_map
+from webui.controlnet.annotators import openpose as pose_nets
 from webui.errors import InvalidRequest, ModelLoadError
 
 Array = np.ndarray
@@ -145,14 +147,8 @@ def inpaint_marked(image: Array, mask: Array) -> Array:
     return marked
 
 
-# Listed with the files the extension downloads for them, but not run yet: NormalBAE needs timm,
-# and OpenPose's body/hand/face pipeline is not written.
-_NOT_YET = {
-    "openpose": ("body_pose_model.pth",),
-    "openpose_hand": ("body_pose_model.pth", "hand_pose_model.pth"),
-    "openpose_face": ("body_pose_model.pth", "facenet.pth"),
-    "openpose_full": ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"),
-}
+# Listed with the files the extension downloads for them, but not run yet: NormalBAE needs timm.
+_NOT_YET: dict[str, tuple[str, ...]] = {}
 
 _NETWORKS = (
     Preprocessor(
@@ -247,6 +243,25 @@ _DEPTH = (
     ),
 )
 
+# The extension's OpenPose variants: what each draws (body, hands, face), and so which files it needs; the face is
+# found from the body, so openpose_faceonly needs the body model too.
+_POSE = tuple(
+    Preprocessor(
+        name,
+        lambda image, folder, body=body, hand=hand, face=face: pose_nets.detect_openpose(
+            image, folder, body=body, hand=hand, face=face
+        ),
+        needs=(pose_nets.BODY_FILE,) + (pose_nets.HAND_FILE,) * hand + (pose_nets.FACE_FILE,) * face,
+    )
+    for name, body, hand, face in (
+        ("openpose", True, False, False),
+        ("openpose_hand", True, True, False),
+        ("openpose_face", True, False, True),
+        ("openpose_faceonly", False, False, True),
+        ("openpose_full", True, True, True),
+    )
+)
+
 PREPROCESSORS: dict[str, Preprocessor] = {
     p.name: p
     for p in (
@@ -269,6 +284,7 @@ PREPROCESSORS: dict[str, Preprocessor] = {
         Preprocessor("inpaint", None, uses_resolution=False, needs_mask=True, aliases=("inpaint_only",)),
         *_NETWORKS,
         *_DEPTH,
+        *_POSE,
         *(Preprocessor(name, None, needs=files) for name, files in _NOT_YET.items()),
     )
 }
