@@ -198,7 +198,7 @@ def test_the_page_has_the_a1111_tabs_and_room_for_extension_tabs(tmp_path: Path)
     page = build_ui(service, extension_tabs=[("My Extension", lambda: gr.Markdown("made by an extension"))])
     labels = [block.label for block in page.blocks.values() if isinstance(block, gr.Tab)]
     units = [label for label in labels if label.startswith("ControlNet Unit")]
-    expected = ["txt2img", "img2img", "Inpaint", "ControlNet", "History", "PNG Info", "Settings", "My Extension"]
+    expected = ["txt2img", "img2img", "Inpaint", "ControlNet", "History", "PNG Info", "Settings", "Extensions", "My Extension"]  # fmt: skip
     assert [label for label in labels if label not in units] == expected
     assert units == [f"ControlNet Unit {i}" for i in range(3)] * 3  # the default unit count, in each generation tab
     texts = [block.value for block in page.blocks.values() if isinstance(block, gr.Markdown)]

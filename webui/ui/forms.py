@@ -4,9 +4,9 @@ The page builds one form per mode from ``fields_for(mode, units)``; its handlers
 ``{name: value}`` dict, so every rule (labels to enums, mask painting to a mask image, infotext to widget
 values) is a plain function the unit tests call directly.
 
-Widgets are keyed by the request field they fill, ControlNet units' by their path in the request
-(``controlnet_units[0].threshold_a``): an error names exactly the widget to correct, and an infotext fills a unit's
-widgets by the same names.
+Widgets are keyed by the request field they fill, ControlNet units' and extensions' arguments by their path in the
+request (``controlnet_units[0].threshold_a``, ``extension_args.latent-mirror.mode``): an error names exactly the
+widget to correct, and an infotext fills a unit's widgets by the same names.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from webui.errors import InvalidRequest
 from webui.images import decode_image
 from webui.outputs.infotext import parse_infotext, request_fields_from_infotext
 from webui.pipeline import hires
+from webui.plugin_api import Setting
 from webui.types import (
     MASKED_CONTENT_LABELS,
     RESIZE_MODE_LABELS,
@@ -132,15 +133,19 @@ def unit_fields(mode: Mode) -> tuple[str, ...]:
     return UNIT_FIELDS if mode is Mode.TXT2IMG else tuple(f for f in UNIT_FIELDS if f != "hr_option")
 
 
-def fields_for(mode: Mode, units: int = 0) -> tuple[str, ...]:
-    """The widget names of ``mode``'s form with ``units`` ControlNet units, in the order handlers receive them."""
+def fields_for(
+    mode: Mode, units: int = 0, extensions: Mapping[str, Sequence[Setting]] | None = None
+) -> tuple[str, ...]:
+    """The widget names of ``mode``'s form with ``units`` ControlNet units and the per-job arguments of
+    ``extensions`` (``argument_specs``), in the order handlers receive them."""
     if mode is Mode.TXT2IMG:
         names = COMMON_FIELDS + HIRES_FIELDS
     elif mode is Mode.IMG2IMG:
         names = COMMON_FIELDS + IMG2IMG_FIELDS + SD_UPSCALE_FIELDS
     else:
         names = COMMON_FIELDS + INPAINT_FIELDS
-    return names + tuple(unit_key(i, name) for i in range(units) for name in unit_fields(mode))
+    names += tuple(unit_key(i, name) for i in range(units) for name in unit_fields(mode))
+    return names + tuple(extension_key(n, s.key) for n, specs in (extensions or {}).items() for s in specs)
 
 
 def build_request(
@@ -151,8 +156,10 @@ def build_request(
     vae: str | None = None,
     clip_skip: int = 1,
     save_images: bool = True,
+    extensions: Mapping[str, Sequence[Setting]] | None = None,
 ) -> GenerationRequest:
-    """The request a tab's widgets describe; ``InvalidRequest`` names the field when a value is wrong."""
+    """The request a tab's widgets describe; ``InvalidRequest`` names the field when a value is wrong.
+    ``extensions``: the enabled extensions' per-job arguments (``argument_specs``), read from their widgets."""
     fields: dict[str, Any] = {
         "mode": mode,
         "prompt": values.get("prompt") or "",
@@ -190,6 +197,8 @@ def build_request(
         fields.update(hires_fields(values))
     if mode is Mode.IMG2IMG and values.get("sd_upscale") in (True, SCRIPTS[1]):
         fields.update(sd_upscale_fields(values))
+    if extensions:
+        fields["extension_args"] = extension_args(values, extensions)
     units, indices = control_units(mode, values)
     try:
         return GenerationRequest.build(**fields, controlnet_units=units)
@@ -469,6 +478,69 @@ def _same_label(value: Any, same: str) -> Any:
 def _unless_same(value: Any) -> str:
     """A1111's "Use same sampler"/"Use same scheduler" is the request's "" (the first pass's)."""
     return "" if value is None or value in hires.SAME else str(value)
+
+
+# -- extensions: per-job arguments and saved settings -------------------------------------------------------------
+
+
+def extension_key(name: str, key: str) -> str:
+    """The widget name of extension ``name``'s per-job argument ``key``: its path in the request, as the plugin
+    host's errors name it (``extension_args.latent-mirror.strength``)."""
+    return f"extension_args.{name}.{key}"
+
+
+def argument_specs(plugins: Any) -> dict[str, list[Setting]]:
+    """The enabled extensions that take per-job arguments, by name, in load order: what the generation tabs render
+    and send. ``plugins``: the service's ``PluginHost``, or None when extensions are off."""
+    if plugins is None:
+        return {}
+    return {ext.name: list(ext.arguments) for ext in plugins.active if ext.arguments}
+
+
+def setting_value(setting: Setting, value: Any, where: str) -> Any:
+    """A widget's value as ``setting``'s kind wants it: number boxes and sliders hand floats (a whole one becomes an
+    int for an int setting), an emptied number box is refused naming ``where``, an emptied text box is "". Ranges
+    and choices are left to the plugin host, whose messages name ``where`` too."""
+    if setting.kind in ("int", "float"):
+        if value is None or value == "":
+            raise InvalidRequest(where, "a number is required")
+        if setting.kind == "int" and isinstance(value, float) and value.is_integer():
+            return int(value)
+        if setting.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+    if setting.kind == "bool":
+        return bool(value)
+    if setting.kind == "str" and value is None:
+        return ""
+    return value
+
+
+def extension_args(values: Mapping[str, Any], extensions: Mapping[str, Sequence[Setting]]) -> dict[str, dict[str, Any]]:
+    """The request's ``extension_args`` from the form: every argument of every extension in ``extensions`` whose
+    widget is in ``values`` (all of them on the page: sent whether or not they differ from the defaults)."""
+    found: dict[str, dict[str, Any]] = {}
+    for name, specs in extensions.items():
+        args = {
+            s.key: setting_value(s, values[extension_key(name, s.key)], extension_key(name, s.key))
+            for s in specs
+            if extension_key(name, s.key) in values
+        }
+        if args:
+            found[name] = args
+    return found
+
+
+def settings_values(name: str, specs: Sequence[Setting], values: Sequence[Any]) -> dict[str, Any]:
+    """An extension's saved-settings form (``values`` in ``specs`` order) as ``{key: value}`` for
+    ``PluginHost.update_settings``; errors name ``name.key``, as the host's do."""
+    return {s.key: setting_value(s, v, f"{name}.{s.key}") for s, v in zip(specs, values, strict=True)}
+
+
+def values_from_extension_args(read: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Widget values from the arguments extensions read back from an infotext (``PluginHost.infotext_read``);
+    arguments an extension does not read back are not here, so their widgets keep their values."""
+    return {extension_key(name, key): value for name, args in read.items() for key, value in args.items()}
 
 
 def seed_of(infotext: str) -> int | None:

@@ -2,7 +2,8 @@
 
 The three tabs share this builder, as A1111's share their layout: only the image inputs, the img2img and
 inpaint options, txt2img's "Hires. fix" and img2img's "Script" (SD upscale) differ; each has a "ControlNet"
-accordion (``controlnet_panel``). Handlers turn widget values into a request with ``webui.ui.forms`` and follow
+accordion (``controlnet_panel``) and, when a running extension takes per-job arguments, an "Extensions" one
+(``extensions_tab``). Handlers turn widget values into a request with ``webui.ui.forms`` and follow
 the job through the service; nothing here knows how images are made.
 """
 
@@ -24,6 +25,7 @@ from webui.service.service import GenerationService
 from webui.types import Mode
 from webui.ui import forms
 from webui.ui.controlnet_panel import ControlNetPanel, build_controlnet_panel, wire_previews
+from webui.ui.extensions_tab import build_extension_arguments
 from webui.ui.networks_panel import build_lora_panel
 from webui.ui.progress import file_link, message_html, progress_html
 from webui.ui.widgets import FieldSlider
@@ -54,6 +56,7 @@ class GenerationTab:
     send: dict[str, gr.Button] = field(default_factory=dict)
     controlnet: ControlNetPanel | None = None
     hires: gr.Accordion | None = None  # txt2img's "Hires. fix"
+    extensions: gr.Accordion | None = None  # the extensions' per-job arguments (None: no extension takes any)
 
     @property
     def elem(self) -> str:
@@ -173,6 +176,8 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) ->
                 hires, hires_size = _build_hires(service, widgets)
             panel = build_controlnet_panel(mode, service, unit_count, m)
             widgets.update(panel.widgets())
+            specs = forms.argument_specs(service.plugins)
+            extensions = build_extension_arguments(specs, m, widgets)
             if mode is Mode.IMG2IMG:
                 _build_scripts(service, widgets)
         with gr.Column(scale=1):
@@ -196,7 +201,7 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) ->
     results = gr.State([])
     selected = gr.State(0)
     names = list(widgets)
-    assert set(names) == set(forms.fields_for(mode, unit_count)), names
+    assert set(names) == set(forms.fields_for(mode, unit_count, specs)), names
     size = [widgets["width"], widgets["height"]]
     tab_inputs = {name: widgets[name] for name in _INPUTS[mode]}
     wire_previews(panel, mode, service, size, tab_inputs)
@@ -256,7 +261,7 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) ->
     for box, counter in ((widgets["prompt"], prompt_tokens), (widgets["negative_prompt"], negative_tokens)):
         box.change(count, inputs=[box], outputs=[counter], trigger_mode="always_last", show_progress="hidden")
 
-    return GenerationTab(mode, widgets, gallery, info, results, selected, send, panel, hires)
+    return GenerationTab(mode, widgets, gallery, info, results, selected, send, panel, hires, extensions)
 
 
 # The tab's own widgets a ControlNet unit without an image takes its input from (``forms.control_inputs``).
@@ -387,6 +392,7 @@ def run_job(
             vae=vae,
             clip_skip=int(clip_skip or 1),
             save_images=service.preferences.current.save_images,
+            extensions=forms.argument_specs(service.plugins),  # running now: one that failed since is not sent
         )
         job = service.submit(req, owner=owner)
     except Exception as exc:  # a bug must still end in words on the page, never Gradio's bare "Error"

@@ -29,13 +29,12 @@ from webui.ui.controlnet_panel import (
     unit_fill_updates,
     use_in_unit,
 )
+from webui.ui.extensions_tab import ExtensionTab, build_extension_tabs, build_extensions_tab, extension_sections
 from webui.ui.generate_tab import HIRES_LABELS, GenerationTab, TopBar, build_generation_tab, selected_image
 from webui.ui.history_tab import build_history_tab
 from webui.ui.pnginfo_tab import build_pnginfo_tab
 from webui.ui.progress import message_html
 from webui.ui.settings_tab import build_settings_tab
-
-ExtensionTab = tuple[str, Callable[[], None]]  # (tab label, builds the tab's widgets inside it)
 
 PAGE_CSS = """
 .easel-progress { position: relative; height: 1.8em; border-radius: 6px; overflow: hidden;
@@ -49,6 +48,20 @@ PAGE_CSS = """
 .easel-tokens { text-align: right; margin-top: -.6em !important; font-size: .8em; min-height: 0 !important; }
 .easel-tokens-over { color: #c2410c; font-weight: 600; }
 .easel-hires-size { font-size: .9em; color: var(--body-text-color-subdued); }
+.easel-ext-table { width: 100%; border-collapse: collapse; font-size: .9em; }
+.easel-ext-table th, .easel-ext-table td { text-align: left; vertical-align: top; padding: .35em .6em;
+  border-bottom: 1px solid var(--border-color-primary); }
+.easel-ext-table th { font-weight: 600; background: var(--block-background-fill); }
+.easel-ext-name { font-weight: 600; white-space: nowrap; }
+.easel-ext-status { font-weight: 600; }
+.easel-ext-enabled { color: #15803d; }
+.easel-ext-disabled { color: var(--body-text-color-subdued); }
+.easel-ext-failed, .easel-ext-refused { color: #b91c1c; }
+.easel-ext-installed { color: #1d4ed8; }
+.easel-ext-error { color: #9b1c1c; font-size: .9em; max-width: 28em; overflow-wrap: anywhere; }
+.easel-ext-path { color: var(--body-text-color-subdued); font-size: .85em; }
+.easel-ext-changes { font-weight: 600; color: #c2410c; }
+.easel-ext-description { color: var(--body-text-color-subdued); }
 """
 
 # Ctrl+Enter in a prompt box generates, as in A1111.
@@ -70,6 +83,7 @@ PAGE_JS = """
 
 
 def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] = ()) -> gr.Blocks:
+    """The page. The running extensions' tabs (``service.plugins``) follow Easel's own, then ``extension_tabs``."""
     checkpoints = service.engine.weights.checkpoints
     vaes = service.engine.weights.vaes
 
@@ -105,9 +119,9 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
                 pnginfo = build_pnginfo_tab()
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings_tab = build_settings_tab(service)
-            for label, build in extension_tabs:
-                with gr.Tab(label, elem_id=f"tab_ext_{label.lower().replace(' ', '_')}"):
-                    build()
+            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
+                extensions_tab = build_extensions_tab(service)
+            extensions_tab.tab_errors.update(build_extension_tabs(service, extension_tabs))
 
         # -- crossing tabs -------------------------------------------------------------------------------
         img2img_image = tabs_by_mode[Mode.IMG2IMG].widgets["init_image"]
@@ -136,6 +150,11 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
         for button, text in ((history.reuse, history.info), (pnginfo.send, pnginfo.text)):
             button.click(fill_txt2img, inputs=[text], outputs=fill_targets)
             button.click(txt2img_sections, inputs=[text], outputs=sections, show_progress="hidden")
+            if txt2img.extensions is not None:
+                button.click(
+                    lambda text: extension_sections(service, text), inputs=[text], outputs=[txt2img.extensions],
+                    show_progress="hidden",
+                )  # fmt: skip
         history_tab_item.select(history.first_page, inputs=history.filters, outputs=history.outputs)
 
         # -- models --------------------------------------------------------------------------------------
@@ -185,6 +204,7 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
                 *(negative for _ in negatives),
                 *settings_tab.current_values(),
                 *menu_updates(),
+                *extensions_tab.current_values(),
             )
 
         def switch(request: gr.Request, title: str | None) -> Iterator[tuple[str, Any]]:
@@ -230,7 +250,10 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
         page.load(
             on_load,
             inputs=[checkpoint],
-            outputs=[checkpoint, vae, *model_fields, *negatives, *settings_tab.widgets, *menus.widgets()],
+            outputs=[
+                *(checkpoint, vae, *model_fields, *negatives, *settings_tab.widgets, *menus.widgets()),
+                *extensions_tab.widgets,
+            ],
         )
     return page
 
@@ -239,7 +262,8 @@ def txt2img_fill(service: GenerationService, names: Sequence[str], text: str) ->
     """What "Send to txt2img" (PNG Info) and "♻️ Reuse" (History) do: updates for the txt2img widgets ``names``, clip skip,
     and the tabs (txt2img selected). Fields the text does not name keep their values; an empty text changes nothing.
     Hires fix is set as the text says (off without ``Hires`` keys, as A1111's paste); its ``ControlNet N`` entries
-    fill and enable units 0..N (their images cannot come back), and the other units are disabled.
+    fill and enable units 0..N (their images cannot come back), and the other units are disabled. Extensions' per-job
+    arguments are filled with what each extension reads back from the text (``easel_infotext_read``).
     """
     if not text or not text.strip():
         return tuple(gr.update() for _ in range(len(names) + 2))
@@ -247,6 +271,8 @@ def txt2img_fill(service: GenerationService, names: Sequence[str], text: str) ->
     values = forms.values_from_infotext(text, units=units)
     if "prompt" in values:  # LoRAs renamed since: follow their hashes, as A1111 does
         values["prompt"] = service.rename_loras(values["prompt"], parse_infotext(text).get("Lora hashes"))
+    if service.plugins is not None:  # the extensions' arguments they read back; the others keep their values
+        values.update(forms.values_from_extension_args(service.plugins.infotext_read(parse_infotext(text))))
     updates = {name: gr.update(value=values[name]) if name in values else gr.update() for name in names}
     for index in range(units):
         updates.update(unit_fill_updates(service, values, index))
