@@ -294,7 +294,11 @@ def test_the_table_lists_every_extension_with_its_status_and_why_one_failed(serv
     assert "easel-ext-failed" in broken and "extension.py does not import: RuntimeError" in broken
     assert "the broken extension cannot start" in broken
     watermark = _row(table, "watermark")
-    assert "<td>1.0.0</td><td>1.0</td>" in watermark and "folder" in watermark and "watermark/" in watermark
+    assert (
+        '>1.0.0</td><td class="easel-ext-nowrap">1.0</td>' in watermark
+        and "folder" in watermark
+        and "watermark/" in watermark
+    )
     assert "Stamps a short text" in watermark and "easel-ext-enabled" in watermark
     assert "its tab could not be built" in _row(table, "image-stats")
     assert "<script>" not in extensions_table(service, {"recorder": "<script>"})  # escaped

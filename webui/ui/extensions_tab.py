@@ -194,9 +194,7 @@ def build_extensions_tab(service: GenerationService) -> ExtensionsTab:
     for ext in plugins.extensions:
         part = f"extensions_{elem_name(ext.name)}"
         title = f"{ext.name} {ext.version}".strip() + f" ({STATUS_WORDS.get(ext.status, ext.status)})"
-        with gr.Accordion(title, open=ext.active, elem_id=part):
-            if ext.description:
-                gr.Markdown(escape(ext.description), elem_classes=["easel-info"])
+        with gr.Accordion(title, open=ext.status != "disabled", elem_id=part):  # a failed one open: why
             if ext.error:
                 gr.HTML(message_html(f"{ext.status}: {ext.error}", "error"), elem_id=f"{part}_error")
             with gr.Row(equal_height=True):
@@ -216,9 +214,7 @@ def build_extensions_tab(service: GenerationService) -> ExtensionsTab:
                 saved = plugins.settings_of(ext.name)
                 inputs = [setting_widget(s, saved[s.key], f"{part}_setting_{elem_name(s.key)}") for s in ext.settings]
                 with gr.Row(equal_height=True):
-                    save = gr.Button(
-                        f"Save {ext.name} settings", variant="primary", elem_id=f"{part}_save", scale=0, min_width=200
-                    )
+                    save = gr.Button("Save settings", variant="primary", elem_id=f"{part}_save", scale=0, min_width=160)
                     status = gr.HTML("", elem_id=f"{part}_save_status")
                 save.click(
                     lambda *values, name=ext.name, specs=list(ext.settings): save_extension_settings(
@@ -368,11 +364,11 @@ def extensions_table(service: GenerationService, tab_errors: dict[str, str] | No
     for name, version, api, source, status, next_cell, description in rows:
         cells = [
             f'<td class="easel-ext-name">{escape(name)}</td>',
-            f"<td>{escape(version)}</td>",
-            f"<td>{escape(api)}</td>",
+            f'<td class="easel-ext-nowrap">{escape(version)}</td>',
+            f'<td class="easel-ext-nowrap">{escape(api)}</td>',
             f"<td>{source}</td>",
             f"<td>{status}</td>",
-            f"<td>{next_cell}</td>",
+            f'<td class="easel-ext-nowrap">{next_cell}</td>',
             f'<td class="easel-ext-description">{escape(description)}</td>',
         ]
         body.append(f'<tr data-extension="{escape(name)}">{"".join(cells)}</tr>')

@@ -48,17 +48,19 @@ PAGE_CSS = """
 .easel-tokens { text-align: right; margin-top: -.6em !important; font-size: .8em; min-height: 0 !important; }
 .easel-tokens-over { color: #c2410c; font-weight: 600; }
 .easel-hires-size { font-size: .9em; color: var(--body-text-color-subdued); }
-.easel-ext-table { width: 100%; border-collapse: collapse; font-size: .9em; }
-.easel-ext-table th, .easel-ext-table td { text-align: left; vertical-align: top; padding: .35em .6em;
-  border-bottom: 1px solid var(--border-color-primary); }
-.easel-ext-table th { font-weight: 600; background: var(--block-background-fill); }
-.easel-ext-name { font-weight: 600; white-space: nowrap; }
+.easel-ext-table { width: 100%; border-collapse: collapse; font-size: .9em; border: none !important; }
+.easel-ext-table th, .easel-ext-table td { text-align: left; vertical-align: top; padding: .4em .7em !important;
+  border: none !important; border-bottom: 1px solid var(--border-color-primary) !important; }
+.easel-ext-table tr { border: none !important; }
+.easel-ext-table th { font-weight: 600; white-space: nowrap; background: var(--block-background-fill); }
+.easel-ext-name, .easel-ext-nowrap, .easel-ext-path { white-space: nowrap; }
+.easel-ext-name { font-weight: 600; }
 .easel-ext-status { font-weight: 600; }
 .easel-ext-enabled { color: #15803d; }
 .easel-ext-disabled { color: var(--body-text-color-subdued); }
 .easel-ext-failed, .easel-ext-refused { color: #b91c1c; }
 .easel-ext-installed { color: #1d4ed8; }
-.easel-ext-error { color: #9b1c1c; font-size: .9em; max-width: 28em; overflow-wrap: anywhere; }
+.easel-ext-error { color: #9b1c1c; font-size: .9em; max-width: 30em; overflow-wrap: anywhere; }
 .easel-ext-path { color: var(--body-text-color-subdued); font-size: .85em; }
 .easel-ext-changes { font-weight: 600; color: #c2410c; }
 .easel-ext-description { color: var(--body-text-color-subdued); }
