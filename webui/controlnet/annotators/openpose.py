@@ -42,6 +42,8 @@ _held: dict[str, tuple[tuple[str, int, int], nn.Module]] = {}
 def _network(path: Path, build: Callable[[], nn.Module]) -> nn.Module:
     """The network ``build()`` makes with ``path``'s weights (float32, CPU, eval), read again only when the file
     changed; ``ModelLoadError`` naming the file when it cannot be read or does not fit."""
+    import torch
+
     from webui.controlnet.annotators import loading
     from webui.weights.formats import read_state_dict
 
@@ -54,8 +56,11 @@ def _network(path: Path, build: Callable[[], nn.Module]) -> nn.Module:
         held = _held.get(path.name)
         if held is not None and held[0] == stamp:
             return held[1]
-        model = build()
-        loading.load_exact(model, read_state_dict(path), path)
+        tensors = read_state_dict(path)
+        with torch.device("meta"):  # no random initialisation of 50 million weights about to be replaced
+            model = build()
+        model.to_empty(device="cpu")
+        loading.load_exact(model, tensors, path)
         model.float().eval().requires_grad_(False)
         _held[path.name] = (stamp, model)
         return model
