@@ -4,7 +4,8 @@
 
 Each case runs in its own process (the peak is the process's, nothing carried over): the same input upscaled 2x
 and 4x by SD upscale with tiles of ``--tile`` pixels, and plain img2img straight at the 2x and 4x sizes. On CPU
-the figure is the peak resident memory (ru_maxrss); on CUDA the peak allocated device memory as well. The point
+the figure is how far the resident memory rose during the job (sampled every 20 ms; the model is loaded before),
+beside the process's overall peak; on CUDA the peak allocated device memory as well. The point
 is the shape: SD upscale's peak stays near one tile's work whatever the output size, img2img's grows with it.
 Use a full-size random checkpoint (tools/make_random_checkpoint.py) for real figures.
 """
@@ -25,8 +26,10 @@ sys.path.insert(0, str(ROOT))
 def run_case(checkpoint: Path, mode: str, scale: int, tile: int, device: str) -> dict[str, float]:
     """One measurement, in this process (called in a child)."""
     import resource
+    import threading
     import time
 
+    import psutil
     import torch
     from PIL import Image
 
@@ -55,19 +58,33 @@ def run_case(checkpoint: Path, mode: str, scale: int, tile: int, device: str) ->
         }
     else:
         fields = {"width": tile * scale, "height": tile * scale}
-    service.generate(GenerationRequest.build(**common, width=64, height=64, steps=1), timeout=3600)  # load first
+    service.generate(GenerationRequest.build(**{**common, "width": 64, "height": 64, "steps": 1}), timeout=3600)
     cuda = service.engine.device.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    process = psutil.Process()
+    before = process.memory_info().rss
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:  # the job's own peak: loading the model (done above) is not counted
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], process.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     started = time.perf_counter()
     result = service.generate(GenerationRequest.build(**{**common, **fields}), timeout=3600)
     seconds = time.perf_counter() - started
+    done.set()
+    sampler.join()
     size = result.images[0].image.size
     service.stop()
     figures = {
         "seconds": round(seconds, 1),
         "width": size[0],
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "job_rss_growth_mib": round((peak[0] - before) / 2**20),
+        "process_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
     if cuda:
         figures["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20

@@ -297,11 +297,12 @@ def test_networks_are_loaded_once_and_again_when_the_file_changes(tmp_path: Path
     assert second is not first and not torch.equal(second.model0[1].weight, first.model0[1].weight)
 
 
-def test_legacy_names_and_networks_not_supported_yet(tmp_path: Path) -> None:
+def test_legacy_names_and_a_damaged_pose_file(tmp_path: Path) -> None:
     assert pre.find("hed").name == "softedge_hed" and pre.find("fake_scribble").name == "scribble_hed"
     assert pre.find("pidinet").name == "softedge_pidinet" and pre.find("lineart_realistic").name == "lineart"
+    assert all(pre.supported(p) for p in pre.PREPROCESSORS.values())  # every listed preprocessor runs
     (tmp_path / "body_pose_model.pth").write_bytes(b"x")
-    with pytest.raises(InvalidRequest, match=r"^module: preprocessor 'openpose' is not supported yet"):
+    with pytest.raises(InvalidRequest, match=r"body_pose_model\.pth"):
         pre.run("openpose", _image(), annotators=tmp_path)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from webui.errors import EaselError, InvalidRequest
 from webui.outputs.infotext import parse_infotext
@@ -346,3 +347,55 @@ def test_disabled_extensions_stay_off_until_enabled_and_none_load_without_a_fold
     third.load()
     assert third.get("recorder").active
     assert PluginHost(root, data, enabled=False).load() == []  # --disable-extensions
+
+
+PREPROCESSOR = """
+import numpy as np
+from webui import plugin_api as easel
+
+def blue_only(image, level):
+    out = np.zeros_like(image)
+    out[..., 2] = np.where(image[..., 2] > level, 255, 0)
+    return out
+
+def broken(image):
+    raise RuntimeError("no map today")
+
+@easel.hookimpl
+def easel_controlnet_preprocessors():
+    return [
+        easel.Preprocessor("blue_only", blue_only, easel.Slider("Blue level", 128, 0, 255)),
+        easel.Preprocessor("broken_map", broken),
+        easel.Preprocessor("canny", broken),
+    ]
+"""
+
+
+def test_an_extensions_preprocessors_run_like_the_built_in_ones(tmp_path: Path, models: Path) -> None:
+    from tests.fixtures.tiny_controlnets import make_controlnet
+    from webui.controlnet import preprocessors
+    from webui.controlnet.units import ControlNetUnit
+
+    root = tmp_path / "extensions"
+    write_extension(root, "maps", PREPROCESSOR)
+    make_controlnet(models / "ControlNet", "sd1", seed=1, name="control_tiny.safetensors")
+    service = _service(tmp_path, models, root)
+    try:
+        assert preprocessors.find("blue_only").extension == "maps"
+        assert preprocessors.find("canny").extension == ""  # a taken name is refused, Easel's stays
+        image = Image.new("RGB", (SIZE, SIZE), (10, 10, 200))
+        image.paste((10, 10, 10), (0, 0, 32, SIZE))
+        unit = ControlNetUnit(module="blue_only", image=image, threshold_a=100)
+        detected = np.asarray(service.detect_map(unit, SIZE, SIZE).image)
+        assert (detected[:, 40:, 2] == 255).all() and (detected[:, :24, 2] == 0).all() and detected[..., 0].max() == 0
+        with pytest.raises(InvalidRequest) as info:
+            service.detect_map(ControlNetUnit(module="blue_only", image=image, threshold_a=300), SIZE, SIZE)
+        assert info.value.field == "controlnet_units[0].threshold_a"
+        units = [{"model": "control_tiny", "module": "broken_map", "image": image}]
+        with pytest.raises(EaselError, match="extension 'maps' failed in its preprocessor 'broken_map': RuntimeError"):
+            service.generate(_request(controlnet_units=units), timeout=120)
+        units = [{"model": "control_tiny", "module": "blue_only", "image": image}]
+        assert "Module: blue_only" in service.generate(_request(controlnet_units=units), timeout=120).images[0].infotext
+    finally:
+        service.stop()
+        preprocessors.unregister_extensions()

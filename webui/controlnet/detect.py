@@ -47,6 +47,14 @@ def _colour_count(array: np.ndarray, limit: int = 256) -> int:
     return min(limit, len(np.unique(packed)))
 
 
+def _grey(array: np.ndarray) -> bool:
+    """Whether a map is shades of grey (black and white edges), not coloured (a two-colour palette map)."""
+    if array.ndim == 2:
+        return True
+    sample = array[:: max(1, array.shape[0] // 64), :: max(1, array.shape[1] // 64)]
+    return bool((sample[..., 0] == sample[..., 1]).all() and (sample[..., 1] == sample[..., 2]).all())
+
+
 def _resample(array: np.ndarray, new_w: int, new_h: int, nearest: bool) -> np.ndarray:
     """Resize a map so it keeps its meaning: a black-and-white map (edges, scribbles, thresholds) stays black and
     white with its thin lines kept (resampled, then split again at Otsu's threshold); a map of few flat colours
@@ -61,7 +69,7 @@ def _resample(array: np.ndarray, new_w: int, new_h: int, nearest: bool) -> np.nd
     down = new_w * new_h < w * h
     flag = cv2.INTER_NEAREST if 2 < colours < 200 else (cv2.INTER_AREA if down else cv2.INTER_CUBIC)
     out = cv2.resize(array, (new_w, new_h), interpolation=flag).reshape(new_h, new_w, *array.shape[2:])
-    if colours == 2 and array.min() < 16 and array.max() > 240:
+    if colours == 2 and array.min() < 16 and array.max() > 240 and _grey(array):
         gray = out.mean(axis=2).astype(np.uint8) if out.ndim == 3 else out
         _, binary = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         out = np.repeat(binary[:, :, None], 3, axis=2) if array.ndim == 3 else binary

@@ -11,13 +11,14 @@ and lineart_coarse (``sk_model.pth``, ``sk_model2.pth``), lineart_anime (``netG.
 softedge_pidisafe and scribble_pidinet (``table5_pidinet.pth``), mlsd (``mlsd_large_512_fp32.pth``), depth
 (``dpt_hybrid-midas-501f0c75.pt``), depth_leres and depth_leres++ (``res101.pth``, ``latest_net_G.pth``),
 openpose, openpose_hand, openpose_face, openpose_faceonly and openpose_full (``body_pose_model.pth``, with
-``hand_pose_model.pth`` for hands and ``facenet.pth`` for faces). Normal is listed with its file but not run yet (its
-network needs timm); ``run`` says so even when the file is there.
+``hand_pose_model.pth`` for hands and ``facenet.pth`` for faces) and normal_bae (``scannet.pt``).
 
 A network preprocessor uses torch: it loads its network once (an LRU of two, re-read when the file changes) and
-runs it on the CPU in float32 on the thread that calls ``run``. ``detect.py`` is otherwise NumPy-only and is called
-from UI threads for previews, so a preview of these runs torch on that thread; accepted, as the preview must show
-what generation will use, but it costs that thread its own OpenMP pool (see docs/ARCHITECTURE.md).
+runs it on the CPU in float32 on the thread that calls ``run``. The service sends previews of these to its worker
+thread (``GenerationService.detect_map``), since torch on a second thread slows every later CPU generation.
+
+Extensions add their own preprocessors (``register``); theirs are listed after the built-in ones, by their
+extension, and a failure in one fails the job or preview with a message naming the extension.
 
 Each takes an RGB ``uint8`` array and returns one, at the preprocessor resolution (the image's short side scaled to
 ``resolution``, as the extension does), so a preview shows what the ControlNet will see.
@@ -36,7 +37,7 @@ from webui.controlnet import annotators as nets
 from webui.controlnet.annotators import depth as depth_nets
 from webui.controlnet.annotators import normal_map
 from webui.controlnet.annotators import openpose as pose_nets
-from webui.errors import InvalidRequest, ModelLoadError
+from webui.errors import GenerationFailed, InvalidRequest, ModelLoadError
 
 Array = np.ndarray
 
@@ -63,6 +64,7 @@ class Preprocessor:
     uses_resolution: bool = True
     needs_mask: bool = False
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    extension: str = ""  # the extension that added it ("" for Easel's own)
 
 
 def resize_short_side(image: Array, resolution: int) -> Array:
@@ -146,9 +148,6 @@ def inpaint_marked(image: Array, mask: Array) -> Array:
     marked[mask > 127] = 0
     return marked
 
-
-# Listed with the files the extension downloads for them, but not run yet: NormalBAE needs timm.
-_NOT_YET: dict[str, tuple[str, ...]] = {}
 
 _NETWORKS = (
     Preprocessor(
@@ -285,10 +284,43 @@ PREPROCESSORS: dict[str, Preprocessor] = {
         *_NETWORKS,
         *_DEPTH,
         *_POSE,
-        *(Preprocessor(name, None, needs=files) for name, files in _NOT_YET.items()),
     )
 }
 _BY_ALIAS = {alias.lower(): p for p in PREPROCESSORS.values() for alias in (p.name, *p.aliases)}
+
+
+def register(extension: str, name: str, function: Callable[..., Array], a: Slider | None, b: Slider | None) -> None:
+    """List an extension's preprocessor beside the built-in ones. ``function(image, *thresholds)`` gets an RGB
+    uint8 array at the unit's resolution; its result may be grey or RGB; an exception names the extension.
+    A name already taken (by Easel or another extension) is refused with ``ValueError``."""
+    key = name.strip().lower()
+    if not key or key in _BY_ALIAS:
+        raise ValueError(f"the preprocessor name '{name}' is already taken")
+
+    def run(image: Array, *thresholds: float) -> Array:
+        try:
+            result = np.asarray(function(image, *thresholds))
+        except Exception as exc:
+            raise GenerationFailed(
+                f"extension '{extension}' failed in its preprocessor '{name}': {type(exc).__name__}: {exc}"
+            ) from exc
+        if result.dtype != np.uint8 or result.ndim not in (2, 3):
+            raise GenerationFailed(
+                f"extension '{extension}': preprocessor '{name}' must return a uint8 grey or RGB image, "
+                f"got {result.dtype} of shape {result.shape}"
+            )
+        return _rgb(result) if result.ndim == 2 else np.ascontiguousarray(result[:, :, :3])
+
+    pre = Preprocessor(name, run, a, b, extension=extension)
+    PREPROCESSORS[name] = pre
+    _BY_ALIAS[key] = pre
+
+
+def unregister_extensions() -> None:
+    """Forget every extension's preprocessor (a new plugin host, or tests)."""
+    for name in [n for n, p in PREPROCESSORS.items() if p.extension]:
+        _BY_ALIAS.pop(name.lower(), None)
+        del PREPROCESSORS[name]
 
 
 def find(name: str) -> Preprocessor:
@@ -303,7 +335,8 @@ def built_in_names() -> list[str]:
 
 
 def supported(preprocessor: Preprocessor) -> bool:
-    """Whether Easel can run it at all (depth, normal and pose are listed with their files but not run yet)."""
+    """Whether Easel can run it at all: one with annotator files but no network here would be listed, not run
+    (none is today; kept so a preprocessor named before its network lands says so instead of failing)."""
     return not (preprocessor.needs and preprocessor.run is None)
 
 

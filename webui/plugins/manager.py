@@ -154,8 +154,12 @@ class PluginHost:
             if ext.status == "enabled":
                 self._register(ext)
             self.extensions.append(ext)
+        from webui.controlnet import preprocessors
+
+        preprocessors.unregister_extensions()  # a host before this one (tests) leaves none behind
         for ext in self.active:
             self._startup(ext)
+            self._register_preprocessors(ext)
         for ext in self.extensions:
             if ext.error:
                 log.warning("extension %s: %s", ext.name, ext.error)
@@ -250,6 +254,23 @@ class PluginHost:
                     raise TypeError(f"easel_controlnet_preprocessors returned {type(pre).__name__}, not Preprocessor")
         except Exception as exc:
             self._disable(ext, exc)
+
+    def _register_preprocessors(self, ext: Extension) -> None:
+        """List an extension's preprocessors with Easel's; a taken name is refused and logged, the rest stay."""
+        from webui.controlnet import preprocessors
+
+        def slider(value: Any) -> preprocessors.Slider | None:
+            if value is None:
+                return None
+            return preprocessors.Slider(value.label, value.default, value.minimum, value.maximum)
+
+        if not ext.active:
+            return
+        for pre in ext.preprocessors:
+            try:
+                preprocessors.register(ext.name, pre.name, pre.run, slider(pre.threshold_a), slider(pre.threshold_b))
+            except ValueError as exc:
+                log.warning("extension %s: preprocessor not added: %s", ext.name, exc)
 
     def _disable(self, ext: Extension, exc: BaseException) -> None:
         ext.status, ext.error = "failed", f"{type(exc).__name__}: {exc}"
