@@ -8,7 +8,7 @@ and an adaptive output head back at full size. The output is depth: bigger is fa
 
 AdelaiDepth's checkpoint keeps the weights under ``depth_model`` (beside the point-cloud modules), with
 ``module.`` in front of names that start ``depth_model.encoder_modules.encoder.`` and ``depth_model.decoder_modules.``
-(the class nesting here, 531 tensors with BatchNorm's counters).
+(the class nesting here: 712 tensors, 600 without BatchNorm's counters).
 
 FTB's first ReLU is in place in the original, so the residual sum reads the activated features; ``_FeatureTransfer``
 does that explicitly, or the files would give other maps.

@@ -11,7 +11,7 @@ non-negative inverse depth (bigger: nearer) per pixel.
 
 The tensors keep the original module paths, ``pretrained.model...`` for timm's ViT (its ``head``, a 1000-class
 classifier, is in the file though depth never uses it) and ``pretrained.act_postprocessN`` / ``scratch...`` for
-DPT: 343 tensors. timm is not used: it imports torchvision, which breaks the CPU torch Easel installs.
+DPT: 368 tensors. timm is not used: it imports torchvision, which breaks the CPU torch Easel installs.
 
 As the extension (``annotator/midas``): the image at the preprocessor resolution, padded to multiples of 64, goes in
 whole (not resized to 384), as RGB scaled to [-1, 1]; the map is the prediction less its minimum, over its maximum,
@@ -332,7 +332,7 @@ class _Scratch(nn.Module):
 
 class DPTHybrid(nn.Module):
     """MiDaS v3 ``DPTDepthModel(backbone="vitb_rn50_384", non_negative=True)``: ``pretrained.*`` and ``scratch.*``
-    (343 tensors)."""
+    (368 tensors)."""
 
     def __init__(self) -> None:
         super().__init__()
