@@ -19,13 +19,19 @@ its own (the last one, keyed by path, mtime and size), as ``loading.network`` re
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 if TYPE_CHECKING:
+    from torch import nn
+
+    from webui.controlnet.annotators import leres_boost, midas
     from webui.controlnet.annotators.leres import LeReS
+
+Net = TypeVar("Net", bound="nn.Module")
 
 Array = np.ndarray
 
@@ -41,7 +47,7 @@ def detect_midas(image: Array, folder: Path) -> Array:
     """MiDaS DPT-Hybrid relative depth, stretched to 0-255."""
     from webui.controlnet.annotators import common, loading, midas
 
-    model = loading.network(folder / MIDAS_FILE, midas.DPTHybrid)
+    model = loading.network(folder / MIDAS_FILE, _midas_network)
     return common.on_padded(image, lambda padded: midas.depth_map(model, padded))
 
 
@@ -53,7 +59,7 @@ def detect_leres(
     from webui.controlnet.annotators import common, leres, leres_boost, loading
 
     model = _leres(folder / LERES_FILE)
-    merger = loading.network(folder / LERES_BOOST_FILE, leres_boost.MergeNet) if boost else None
+    merger = loading.network(folder / LERES_BOOST_FILE, _merge_network) if boost else None
 
     def detect(padded: Array) -> Array:
         height, width = padded.shape[:2]
@@ -64,6 +70,28 @@ def detect_leres(
         return leres.depth_image(depth, remove_near, remove_background)
 
     return common.on_padded(image, detect)
+
+
+def _unfilled(build: Callable[[], Net]) -> Net:
+    """``build()`` with its tensors allocated but not initialised (built on the meta device): the file's weights
+    replace every one, so random initialisation of 80-120 million numbers would be wasted."""
+    import torch
+
+    with torch.device("meta"):
+        model = build()
+    return model.to_empty(device="cpu")
+
+
+def _midas_network() -> midas.DPTHybrid:
+    from webui.controlnet.annotators import midas
+
+    return _unfilled(midas.DPTHybrid)
+
+
+def _merge_network() -> leres_boost.MergeNet:
+    from webui.controlnet.annotators import leres_boost
+
+    return _unfilled(leres_boost.MergeNet)
 
 
 def _leres(path: Path) -> LeReS:
@@ -82,7 +110,7 @@ def _leres(path: Path) -> LeReS:
         if _leres_cached is not None and _leres_cached[0] == key:
             return _leres_cached[1]
         _leres_cached = None  # the old network's memory back before the new one is read
-        model = leres.LeReS()
+        model = _unfilled(leres.LeReS)
         loading.load_exact(model, read_leres_checkpoint(path), path)
         model.float().eval().requires_grad_(False)
         _leres_cached = (key, model)
