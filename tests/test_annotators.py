@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.fixtures.annotators import save_state, seeded_state
 from webui.controlnet import preprocessors as pre
 from webui.controlnet.annotators import common, hed, lineart, lineart_anime, loading, mlsd, pidinet
 from webui.errors import InvalidRequest
@@ -101,22 +102,10 @@ NETWORK_NAMES = [
 
 
 def _seeded(build: Callable[[], nn.Module], seed: int) -> dict[str, torch.Tensor]:
-    """A network's state dict with seeded random weights (BatchNorm statistics too, so they matter)."""
-    torch.manual_seed(seed)
-    state = build().state_dict()
-    for name, value in state.items():
-        if name.endswith("running_var"):
-            value.uniform_(0.5, 2.0)
-        elif name.endswith("running_mean"):
-            value.normal_(0, 0.2)
-        elif name == "norm":
-            value.uniform_(80, 160)  # HED's mean colour
-    return state
+    return seeded_state(build, seed, {"norm": lambda t: t.uniform_(80, 160)})  # HED's mean colour
 
 
-def _save(state: dict[str, torch.Tensor], path: Path, *, prefix: str = "", wrap: bool = False, half: bool = False):
-    tensors = {prefix + k: (v.half() if half and v.is_floating_point() else v) for k, v in state.items()}
-    torch.save({"state_dict": tensors} if wrap else tensors, path)
+_save = save_state
 
 
 def _image(h: int = 160, w: int = 200) -> np.ndarray:

@@ -22,6 +22,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.fixtures.annotators import seeded_state
 from webui.controlnet import preprocessors as pre
 from webui.controlnet.annotators import depth, leres, leres_boost, loading, midas
 from webui.errors import InvalidRequest
@@ -96,18 +97,8 @@ REFERENCE: dict[str, tuple[Callable[[], nn.Module], int, int, dict[str, list[int
 
 
 def _seeded(build: Callable[[], nn.Module], seed: int) -> dict[str, torch.Tensor]:
-    """A network's state dict with seeded random weights: BatchNorm statistics and the depth head's bias too, so
-    they matter and MiDaS's final ReLU does not zero the map."""
-    torch.manual_seed(seed)
-    state = build().state_dict()
-    for name, value in state.items():
-        if name.endswith("running_var"):
-            value.uniform_(0.5, 2.0)
-        elif name.endswith("running_mean"):
-            value.normal_(0, 0.2)
-        elif name == "scratch.output_conv.4.bias":
-            value.fill_(0.5)
-    return state
+    """Seeded weights; the depth head's bias set, so MiDaS's final ReLU does not zero the map."""
+    return seeded_state(build, seed, {"scratch.output_conv.4.bias": lambda t: t.fill_(0.5)})
 
 
 def _image(h: int = 160, w: int = 200) -> np.ndarray:

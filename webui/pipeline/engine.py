@@ -353,23 +353,15 @@ class Engine:
             pipe.scheduler = build_scheduler(
                 model.scheduler_config, request.sampler_name, request.scheduler, batch_seeds[0]
             )
-            generators = [torch.Generator("cpu").manual_seed(s) for s in batch_seeds]
             progress = _PassProgress(later=hires_run_steps(request, plan))
             try:
-                with torch.inference_mode(), _attached(passes.control, model):
-                    callback = self._step_callback(
-                        model, on_step, iteration, request.n_iter, conditioning, passes.control, progress
-                    )
-                    latents = pipe(
-                        **self._embeds_args(conditioning, 0, model),
-                        num_inference_steps=request.steps,
-                        guidance_scale=request.cfg_scale,
-                        generator=generators,
-                        output_type="latent",
-                        callback_on_step_end=callback,
-                        callback_on_step_end_tensor_inputs=self._tensor_inputs(model),
-                        **prepared.pipe_kwargs,
-                    ).images
+                callback = self._step_callback(
+                    model, on_step, iteration, request.n_iter, conditioning, passes.control, progress
+                )
+                latents = self._denoise(
+                    pipe, model, conditioning, passes.control, batch_seeds, callback,
+                    num_inference_steps=request.steps, guidance_scale=request.cfg_scale, **prepared.pipe_kwargs,
+                )  # fmt: skip
                 if plan is not None:
                     latents = self._hires_pass(
                         request, model, latents, batch_seeds, passes, notes, on_step, iteration, progress
@@ -446,22 +438,37 @@ class Engine:
                 start = [self._upscale_pixels(image, plan) for image in decoded]
         sampler, schedule = self._hires_sampler(request)
         pipe.scheduler = build_scheduler(model.scheduler_config, sampler, schedule, batch_seeds[0])
-        generators = [torch.Generator("cpu").manual_seed(s) for s in batch_seeds]
         progress.start_second()
-        with torch.inference_mode(), _attached(passes.control_hr, model):
-            callback = self._step_callback(
-                model, on_step, iteration, request.n_iter, conditioning, passes.control_hr, progress
-            )
+        callback = self._step_callback(
+            model, on_step, iteration, request.n_iter, conditioning, passes.control_hr, progress
+        )
+        return self._denoise(
+            pipe, model, conditioning, passes.control_hr, batch_seeds, callback,
+            image=start, strength=request.denoising_strength, num_inference_steps=plan.steps,
+            guidance_scale=request.cfg_scale,
+        )  # fmt: skip
+
+    def _denoise(
+        self,
+        pipe: Any,
+        model: ActiveModel,
+        conditioning: StepConditioning,
+        control: ControlHook | None,
+        seeds: list[int],
+        callback: Callable[..., dict[str, Any]],
+        **pipe_kwargs: Any,
+    ) -> torch.Tensor:
+        """One denoising pass to latents: CPU noise per image (a seed reproduces on any device), the pass's
+        ControlNet hook attached, the step callback for progress, prompt editing and extensions."""
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        with torch.inference_mode(), _attached(control, model):
             return pipe(
                 **self._embeds_args(conditioning, 0, model),
-                image=start,
-                strength=request.denoising_strength,
-                num_inference_steps=plan.steps,
-                guidance_scale=request.cfg_scale,
                 generator=generators,
                 output_type="latent",
                 callback_on_step_end=callback,
                 callback_on_step_end_tensor_inputs=self._tensor_inputs(model),
+                **pipe_kwargs,
             ).images
 
     def _upscale_pixels(self, image: Image.Image, plan: hires.HiresPlan) -> Image.Image:
