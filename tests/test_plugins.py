@@ -399,3 +399,98 @@ def test_an_extensions_preprocessors_run_like_the_built_in_ones(tmp_path: Path, 
     finally:
         service.stop()
         preprocessors.unregister_extensions()
+
+
+STARTUP_RAISES = """
+from webui import plugin_api as easel
+
+@easel.hookimpl
+def {hook}({args}):
+    raise RuntimeError("{hook} went wrong")
+"""
+
+
+@pytest.mark.parametrize(
+    ("hook", "args"),
+    [
+        ("easel_job_arguments", ""),
+        ("easel_controlnet_preprocessors", ""),
+        ("easel_app_started", "app"),
+        ("easel_ui_tabs", ""),
+    ],
+)
+def test_a_start_up_hook_that_raises_disables_only_its_extension(
+    tmp_path: Path, models: Path, hook: str, args: str
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from webui.api.server import build_app
+
+    root = tmp_path / "extensions"
+    write_extension(
+        root,
+        "bad",
+        STARTUP_RAISES.format(hook=hook, args=args),
+    )
+    write_extension(root, "recorder", RECORDER)
+    service = _service(tmp_path, models, root)
+    try:
+        with TestClient(build_app(service)) as client:
+            assert client.get("/easel/v1/ext/recorder/ping").json() == {"pong": "recorder"}
+        service.plugins.tabs()  # the page asks for tabs while it is built
+        bad = service.plugins.get("bad")
+        assert bad.status == "failed" and f"RuntimeError: {hook} went wrong" in bad.error
+        assert service.plugins.get("recorder").active
+        assert len(service.generate(_request(), timeout=120).images) == 1
+    finally:
+        service.stop()
+
+
+def test_an_installed_package_registers_through_its_entry_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.metadata
+    import sys
+
+    package = tmp_path / "site"
+    package.mkdir()
+    (package / "easel_packaged_ext.py").write_text(
+        'EASEL_EXTENSION = {"name": "packaged", "version": "2.1", "api": "1.0", "description": "from a wheel"}\n'
+        + RECORDER,
+        encoding="utf-8",
+    )
+    monkeypatch.syspath_prepend(str(package))
+    point = importlib.metadata.EntryPoint("packaged", "easel_packaged_ext", "easel.extensions")
+    missing = importlib.metadata.EntryPoint("gone", "easel_no_such_module_here", "easel.extensions")
+    monkeypatch.setattr(
+        importlib.metadata, "entry_points", lambda group=None: [point, missing] if group == "easel.extensions" else []
+    )
+    host = PluginHost(tmp_path / "no-folder", tmp_path / "data", entry_points=True)
+    host.load()
+    packaged = host.get("packaged")
+    assert (packaged.status, packaged.source, packaged.version, packaged.description) == (
+        "enabled",
+        "package",
+        "2.1",
+        "from a wheel",
+    )
+    assert [s.key for s in packaged.arguments] == ["boost"]
+    gone = host.get("gone")
+    assert gone.status == "failed" and "does not import" in gone.error
+    sys.modules.pop("easel_packaged_ext", None)
+
+
+def test_the_flags_turn_extensions_on_and_off() -> None:
+    import app
+
+    on = settings_from(app.build_parser().parse_args([]))
+    assert on.extensions_dir is not None and on.extensions_dir.name == "extensions" and on.extension_packages
+    off = settings_from(app.build_parser().parse_args(["--disable-extensions"]))
+    assert off.extensions_dir is None and not off.extension_packages
+    assert settings_from(app.build_parser().parse_args(["--allow-extension-install"])).allow_extension_install
+
+
+def settings_from(args):
+    from webui.settings import from_args
+
+    return from_args(args)
