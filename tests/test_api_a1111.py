@@ -333,7 +333,9 @@ def test_the_lists_have_a1111s_shapes(api: httpx.Client) -> None:
     embeddings = api.get("/embeddings").json()
     assert embeddings["loaded"]["bluish"]["shape"] == 32 and embeddings["loaded"]["bluish"]["vectors"] == 1
     assert "768 wide" in embeddings["skipped"]["toowide"]["reason"]
-    assert api.get("/extensions").json() == [] and api.get("/scripts").json() == {
+    extensions = {e["name"]: e["enabled"] for e in api.get("/extensions").json()}  # the repo's examples
+    assert extensions == {"image-stats": True, "latent-mirror": True, "watermark": True}
+    assert api.get("/scripts").json() == {
         "txt2img": [],
         "img2img": ["sd upscale"],
     }
