@@ -330,6 +330,7 @@ def test_the_lists_have_a1111s_shapes(api: httpx.Client) -> None:
     assert lora["name"] == "detail" and lora["path"].endswith("detail.safetensors")
     assert lora["metadata"]["ss_network_dim"] == "4"
     assert api.get("/prompt-styles").json() == []
+    assert api.post("/txt2img", json={**FAST, "prompt": "bluish toowide"}).status_code == 200  # loaded when named
     embeddings = api.get("/embeddings").json()
     assert embeddings["loaded"]["bluish"]["shape"] == 32 and embeddings["loaded"]["bluish"]["vectors"] == 1
     assert "768 wide" in embeddings["skipped"]["toowide"]["reason"]
