@@ -65,6 +65,10 @@ def test_a_model_upscaler_reaches_any_size_and_built_ins_resample(upscalers: Ups
     assert out.size == (160, 120)
     big = upscalers.upscale(image, "RealESRGAN_x2plus", 300, 225)  # 2x twice, then Lanczos down to the size
     assert big.size == (300, 225)
+    cropped = upscalers.upscale(image, "4x-Tiny", 120, 40, crop=True)  # covered, then the middle cut
+    assert cropped.size == (120, 40)
+    middle = upscalers.upscale(image, "4x-Tiny", 120, 90).crop((0, 25, 120, 65))
+    assert np.array_equal(np.asarray(cropped), np.asarray(middle))
     nearest = upscalers.upscale(image, "Nearest", 80, 60)
     assert (np.asarray(nearest)[::2, ::2] == np.asarray(image)).all()
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Request
-from PIL import Image
 
 from webui import samplers
 from webui.api import a1111_requests as convert
@@ -40,10 +39,10 @@ from webui.pipeline.hires import LATENT_UPSCALERS
 from webui.service.jobs import Job
 from webui.service.service import GenerationService
 from webui.types import Mode
+from webui.upscalers.library import BUILT_IN as BUILT_IN_UPSCALERS
 from webui.weights import formats
 from webui.weights.registry import CheckpointInfo
 
-UPSCALERS = {"None": None, "Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}
 MAX_UPSCALED_SIDE = 8192
 # Options that map one-to-one onto a Settings-tab preference: A1111 name -> Easel preference.
 PREFERENCE_OPTIONS = {
@@ -312,7 +311,9 @@ def build_router(service: GenerationService, flags: dict[str, Any], options: Api
     @router.get("/upscalers", response_model=list[UpscalerItem])
     def upscalers() -> list[UpscalerItem]:
         """Built-in resampling, then the ``models/ESRGAN`` files (their scale is known once one has run)."""
-        items = [UpscalerItem(name=n, model_name=None, model_path=None, model_url=None, scale=4) for n in UPSCALERS]
+        items = [
+            UpscalerItem(name=n, model_name=None, model_path=None, model_url=None, scale=4) for n in BUILT_IN_UPSCALERS
+        ]
         for info in weights.upscalers.registry.list():
             scale = weights.upscalers.scale_of(info.model_name)
             items.append(
@@ -433,7 +434,7 @@ def build_router(service: GenerationService, flags: dict[str, Any], options: Api
 
     @router.post("/extra-single-image", response_model=ExtraSingleImageResponse)
     def extra_single_image(body: ExtraSingleImageBody, request: Request) -> ExtraSingleImageResponse:
-        """Built-in resampling here; ESRGAN-family files through the queue (the worker owns the device)."""
+        """Built-in resampling or an ESRGAN-family file (through the queue: the worker owns the device)."""
         _refuse_unsupported_extras(body)
         weights.upscalers.check(body.upscaler_1, "upscaler_1")
         image = decode_image(body.image, "image")
@@ -449,32 +450,12 @@ def build_router(service: GenerationService, flags: dict[str, Any], options: Api
             raise InvalidRequest(
                 "upscaling_resize", f"the result must be 1 to {MAX_UPSCALED_SIDE} px a side, got {size}"
             )
-        if body.upscaler_1 not in UPSCALERS:
-            out = _model_upscale(image, body, size, owner_of(request))
-            return ExtraSingleImageResponse(image=encode_png_base64(out), html_info="")
-        method = UPSCALERS[body.upscaler_1]
-        if method is None:
-            out = image
-        elif body.resize_mode == 1 and body.upscaling_crop:
-            scale = max(size[0] / image.width, size[1] / image.height)
-            big = image.resize((round(image.width * scale), round(image.height * scale)), method)
-            left, top = (big.width - size[0]) // 2, (big.height - size[1]) // 2
-            out = big.crop((left, top, left + size[0], top + size[1]))
+        if body.upscaler_1 == "None":
+            out = image  # A1111's extras: no upscaler, no resize
         else:
-            out = image.resize(size, method)
+            crop = body.resize_mode == 1 and body.upscaling_crop
+            out = service.upscale(image, body.upscaler_1, *size, crop=crop, owner=owner_of(request))
         return ExtraSingleImageResponse(image=encode_png_base64(out), html_info="")
-
-    def _model_upscale(
-        image: Image.Image, body: ExtraSingleImageBody, size: tuple[int, int], owner: str | None
-    ) -> Image.Image:
-        """A model upscaler on the worker; "scale to" with crop upscales to cover, then cuts the middle."""
-        target = size
-        if body.resize_mode == 1 and body.upscaling_crop:
-            scale = max(size[0] / image.width, size[1] / image.height)
-            target = (max(size[0], round(image.width * scale)), max(size[1], round(image.height * scale)))
-        out = service.upscale(image, body.upscaler_1, *target, owner=owner).wait()
-        left, top = (out.width - size[0]) // 2, (out.height - size[1]) // 2
-        return out.crop((left, top, left + size[0], top + size[1])) if out.size != size else out
 
     @router.get("/memory")
     def memory() -> dict[str, Any]:

@@ -435,7 +435,12 @@ class Engine:
                 start: Any = hires.upscale_latents(latents, plan.upscaler, plan.width, plan.height, factor, plan.crop)
             else:
                 decoded = self._decode(pipe, model, latents, notes)
-                start = [self._upscale_pixels(image, plan) for image in decoded]
+                upscale = self.weights.upscalers.upscale
+                size, device = (plan.width, plan.height), self.device.device
+                start = [
+                    upscale(image, plan.upscaler, *size, crop=plan.crop, device=device, field="hr_upscaler")
+                    for image in decoded
+                ]
         sampler, schedule = self._hires_sampler(request)
         pipe.scheduler = build_scheduler(model.scheduler_config, sampler, schedule, batch_seeds[0])
         progress.start_second()
@@ -470,19 +475,6 @@ class Engine:
                 callback_on_step_end_tensor_inputs=self._tensor_inputs(model),
                 **pipe_kwargs,
             ).images
-
-    def _upscale_pixels(self, image: Image.Image, plan: hires.HiresPlan) -> Image.Image:
-        """One decoded first-pass image at the second pass's size through the chosen pixel upscaler."""
-        upscalers = self.weights.upscalers
-        if not plan.crop:
-            return upscalers.upscale(
-                image, plan.upscaler, plan.width, plan.height, device=self.device.device, field="hr_upscaler"
-            )
-        scale = max(plan.width / image.width, plan.height / image.height)
-        cover = (max(plan.width, round(image.width * scale)), max(plan.height, round(image.height * scale)))
-        big = upscalers.upscale(image, plan.upscaler, *cover, device=self.device.device, field="hr_upscaler")
-        left, top = (cover[0] - plan.width) // 2, (cover[1] - plan.height) // 2
-        return big.crop((left, top, left + plan.width, top + plan.height))
 
     # -- steps ------------------------------------------------------------------------------------------
     def _conditioning(

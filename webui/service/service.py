@@ -35,6 +35,7 @@ from webui.preferences import Preferences, PreferencesStore
 from webui.service.jobs import Job
 from webui.settings import Settings
 from webui.types import GenerationRequest, GenerationResult, Mode
+from webui.upscalers.library import BUILT_IN as BUILT_IN_UPSCALERS
 from webui.weights.model_defaults import generation_defaults
 from webui.weights.registry import CheckpointInfo
 
@@ -269,17 +270,21 @@ class GenerationService:
             return run()
         return self._enqueue(Job(request=None, run=run)).wait()
 
-    def upscale(self, image: Any, upscaler: str, width: int, height: int, owner: str | None = None) -> Job:
-        """Queue an upscale (the API's extras): model upscalers run on the worker, which alone uses the device.
-        The job's result is the upscaled PIL image; an unknown name is refused now, naming ``upscaler_1``."""
-        self.engine.weights.upscalers.check(upscaler, "upscaler_1")
+    def upscale(
+        self, image: Any, upscaler: str, width: int, height: int, *, crop: bool = False, owner: str | None = None
+    ) -> Any:
+        """An upscaled PIL image (the API's extras). Built-in resampling runs here; a model upscaler is queued
+        for the worker, which alone uses the device. An unknown name is refused now, naming ``upscaler_1``."""
+        upscalers = self.engine.weights.upscalers
+        upscalers.check(upscaler, "upscaler_1")
 
-        def run(job: Job) -> Any:
-            return self.engine.weights.upscalers.upscale(
-                image, upscaler, width, height, device=self.engine.device.device, field="upscaler_1"
-            )
+        def run(_job: Job | None = None) -> Any:
+            device = self.engine.device.device
+            return upscalers.upscale(image, upscaler, width, height, crop=crop, device=device, field="upscaler_1")
 
-        return self._enqueue(Job(request=None, run=run, owner=owner))
+        if upscaler in BUILT_IN_UPSCALERS:
+            return run()
+        return self._enqueue(Job(request=None, run=run, owner=owner)).wait()
 
     def upscaler_names(self, *, latent: bool = False) -> list[str]:
         """Upscaler choices: built-in resampling and ``models/ESRGAN`` files; with ``latent`` (hires fix) the

@@ -70,12 +70,21 @@ class UpscalerLibrary:
         width: int,
         height: int,
         *,
+        crop: bool = False,
         device: torch.device | None = None,
         dtype: torch.dtype = torch.float32,
         field: str = "upscaler",
     ) -> Image.Image:
-        """``image`` at ``width`` x ``height`` through the named upscaler ("None" resizes with Lanczos too)."""
+        """``image`` at ``width`` x ``height`` through the named upscaler ("None" resizes with Lanczos too). With
+        ``crop`` a size of another aspect ratio is reached as A1111's "resize to" does: upscaled to cover, then the
+        middle cut out."""
         image = image.convert("RGB")
+        if crop and width * image.height != height * image.width:
+            scale = max(width / image.width, height / image.height)
+            cover = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+            big = self.upscale(image, name, *cover, device=device, dtype=dtype, field=field)
+            left, top = (cover[0] - width) // 2, (cover[1] - height) // 2
+            return big.crop((left, top, left + width, top + height))
         if name in BUILT_IN:
             resample = BUILT_IN[name]  # NEAREST is 0: compare with None, not truthiness
             return image.resize((width, height), Image.Resampling.LANCZOS if resample is None else resample)
