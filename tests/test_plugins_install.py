@@ -32,9 +32,9 @@ def _extension(root: Path, folder: str, name: str | None = None) -> Path:
     return path
 
 
-def _repository(root: Path, folder: str, *, manifest: bool = True) -> str:
-    """A git repository with one commit, as a ``file://`` URL."""
-    path = _extension(root, folder, folder.removesuffix(".git")) if manifest else root / folder
+def _repository(root: Path, folder: str, *, manifest: bool = True, name: str | None = None) -> str:
+    """A git repository with one commit, as a ``file://`` URL; its manifest names it ``name`` (default: the URL's)."""
+    path = _extension(root, folder, name or folder.removesuffix(".git")) if manifest else root / folder
     path.mkdir(parents=True, exist_ok=True)
     (path / "README").write_text("hello\n", encoding="utf-8")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"]
@@ -136,6 +136,25 @@ def test_a_file_url_is_cloned_with_depth_one_and_named_from_the_url(tmp_path: Pa
     assert [p.name for p in folder.iterdir()] == ["easel-colour"]
     with pytest.raises(InvalidRequest, match="already exists"):
         install(url, folder)
+
+
+def test_a_clone_is_named_by_its_manifest_as_a_copy_is(tmp_path: Path) -> None:
+    url = _repository(tmp_path / "repos", "sd-easel-colour.git", name="colour-picker")
+    folder = tmp_path / "extensions"
+    with pytest.raises(InvalidRequest, match="an extension named 'colour-picker' already exists"):
+        install(url, folder, taken={"colour-picker"})
+    done = install(url, folder)
+    assert (done.name, done.path) == ("colour-picker", folder / "colour-picker")
+    assert [p.name for p in folder.iterdir()] == ["colour-picker"]
+    (ext,) = PluginHost(folder, tmp_path / "data", entry_points=False).load()
+    assert (ext.name, ext.path, ext.status) == ("colour-picker", done.path, "enabled")
+
+
+def test_a_manifest_with_a_name_that_is_not_plain_is_refused_with_the_hosts_words(tmp_path: Path) -> None:
+    source = _extension(tmp_path / "src", "odd", name="an odd/name")
+    with pytest.raises(InvalidRequest, match=r"its name 'an odd/name' is not a plain name"):
+        install(str(source), tmp_path / "extensions")
+    assert list((tmp_path / "extensions").iterdir()) == []
 
 
 def test_a_failed_clone_or_a_repository_without_a_manifest_leaves_nothing(tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ The page's Extensions tab calls ``install``; the rules live here, without Gradio
 - a local folder must hold an ``extension.toml``; a git URL is cloned with ``git clone --depth 1`` (no shell, no
   password prompt, a time limit) into a hidden temporary folder, checked, then renamed into place, so a failed or
   interrupted install never leaves a half extension the next start would try to load;
-- the new folder's name comes from the manifest (a folder) or the URL (git), sanitised to letters, digits and
-  ``. _ -``; a name already in the folder, or already an extension's, is refused.
+- the new folder is named as the extension will load: its manifest's name, else the source folder's or the URL's
+  last part sanitised to letters, digits and ``. _ -`` (the plugin host's rules, ``webui.plugins.manager``); a
+  name already in the folder, or already an extension's, is refused.
 Nothing is loaded now: the extension loads at the next start.
 """
 
@@ -19,19 +20,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 from webui.errors import InvalidRequest
-from webui.plugins.manager import MANIFEST
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+from webui.plugins.manager import MANIFEST, NAME, manifest_name, read_manifest
 
 FIELD = "source"  # what errors name: the page's "local folder path or git URL" box
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -39,7 +34,6 @@ GIT_TIMEOUT = 120.0
 _URL_SCHEMES = ("https://", "http://", "git://", "ssh://", "file://")
 _SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:(?!//)")  # git@github.com:owner/repo.git
 _IGNORED = shutil.ignore_patterns("__pycache__", ".git")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as the plugin host accepts them
 
 
 @dataclass(frozen=True)
@@ -71,7 +65,7 @@ def sanitise(text: str) -> str:
     """``text`` as an extension name: letters, digits and ``. _ -`` (others become ``-``), starting with a letter or
     digit, at most 64 characters; ``InvalidRequest`` when nothing is left."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).lstrip("._-")[:64].rstrip(".-")
-    if not _NAME.match(name):
+    if not NAME.match(name):
         raise InvalidRequest(FIELD, f"cannot make an extension name from {text!r}")
     return name
 
@@ -120,16 +114,39 @@ def _free(name: str, folder: Path, taken: set[str]) -> Path:
     return target
 
 
-def _manifest_name(path: Path, fallback: str) -> str:
-    """The name the extension will load under: its manifest's, else its folder's."""
+def _loads_as(path: Path, fallback: str) -> str:
+    """The name the extension in ``path`` will load under: its manifest's, else ``fallback``, by the host's rule."""
     try:
-        data: dict[str, Any] = tomllib.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        data = read_manifest(path / MANIFEST)
     except Exception as exc:
         raise InvalidRequest(FIELD, f"its {MANIFEST} does not parse: {exc}") from None
-    name = str(data.get("name", fallback))
-    if not _NAME.match(name):
-        raise InvalidRequest(FIELD, f"its {MANIFEST} names it {name!r}, not a plain name (letters, digits, . _ -)")
-    return name
+    try:
+        return manifest_name(data, fallback)
+    except ValueError as exc:
+        raise InvalidRequest(FIELD, str(exc)) from None
+
+
+def _staged(
+    source: str, folder: Path, taken: set[str], fallback: str, fill: Callable[[Path], None]
+) -> tuple[str, Path]:
+    """Install ``source`` through a hidden staging folder in ``folder`` (never loaded as an extension): ``fill`` puts
+    the extension into the path it is given, which is then named as it will load (``_loads_as``) and renamed into
+    place. (name, path); whatever fails, nothing is left behind."""
+    staging = Path(tempfile.mkdtemp(prefix=".install-", dir=folder))
+    try:
+        work = staging / fallback
+        fill(work)
+        if not (work / MANIFEST).is_file():
+            raise InvalidRequest(FIELD, f"{source} has no {MANIFEST} at its top, so it is not an Easel extension")
+        name = _loads_as(work, fallback)
+        target = _free(name, folder, taken)
+        try:
+            work.rename(target)
+        except OSError as exc:
+            raise InvalidRequest(FIELD, f"could not move it into {target}: {exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return name, target
 
 
 def _copy(path: Path, folder: Path, taken: set[str]) -> Installed:
@@ -139,49 +156,35 @@ def _copy(path: Path, folder: Path, taken: set[str]) -> Installed:
         raise InvalidRequest(FIELD, f"{path} is not a folder (or a git URL: https://, ssh://, git://, file://)")
     if not (path / MANIFEST).is_file():
         raise InvalidRequest(FIELD, f"{path} has no {MANIFEST}, so it is not an Easel extension")
-    name = _manifest_name(path, sanitise(path.name))
-    target = _free(name, folder, taken)
     if folder.resolve().is_relative_to(path.resolve()):
         raise InvalidRequest(FIELD, f"{path} holds the extensions folder itself")
-    staging = Path(tempfile.mkdtemp(prefix=".install-", dir=folder))
-    try:
-        shutil.copytree(path, staging / name, symlinks=True, ignore=_IGNORED)
-        (staging / name).rename(target)
-    except OSError as exc:
-        raise InvalidRequest(FIELD, f"could not copy {path}: {exc}") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    def copy(work: Path) -> None:
+        try:
+            shutil.copytree(path, work, symlinks=True, ignore=_IGNORED)
+        except OSError as exc:
+            raise InvalidRequest(FIELD, f"could not copy {path}: {exc}") from None
+
+    name, target = _staged(str(path), folder, taken, sanitise(path.name), copy)
     return Installed(name, target, "copied")
 
 
 def _clone(url: str, folder: Path, taken: set[str], timeout: float, git: str) -> Installed:
-    name = name_from_url(url)
-    target = _free(name, folder, taken)
     program = shutil.which(git)
     if program is None:
         raise InvalidRequest(FIELD, "git is not installed, so a URL cannot be cloned; give a local folder instead")
-    staging = Path(tempfile.mkdtemp(prefix=".install-", dir=folder))  # hidden: never loaded as an extension
-    clone = staging / name
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
-    try:
-        returncode, stderr = _run([program, "clone", "--depth", "1", "--", url, str(clone)], env, timeout)
+
+    def clone(work: Path) -> None:
+        returncode, stderr = _run([program, "clone", "--depth", "1", "--", url, str(work)], env, timeout)
         if returncode is None:
             raise InvalidRequest(FIELD, f"git clone took longer than {timeout:g} s; nothing was installed")
         if returncode != 0:
             lines = [line for line in stderr.splitlines() if line.strip()]
             why = lines[-1].strip() if lines else f"exit status {returncode}"
             raise InvalidRequest(FIELD, f"git clone {url} failed: {why}"[:500])
-        if not (clone / MANIFEST).is_file():
-            raise InvalidRequest(FIELD, f"{url} has no {MANIFEST} at its top, so it is not an Easel extension")
-        loads_as = _manifest_name(clone, name)
-        if loads_as != name and loads_as in taken:
-            raise InvalidRequest(FIELD, f"its {MANIFEST} names it '{loads_as}', and an extension by that name exists")
-        try:
-            clone.rename(target)
-        except OSError as exc:
-            raise InvalidRequest(FIELD, f"could not move the clone into {target}: {exc}") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    name, target = _staged(url, folder, taken, name_from_url(url), clone)
     return Installed(name, target, "cloned")
 
 

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "extension.toml"
 ENTRY_POINT_GROUP = "easel.extensions"
 STATE_FILE = "easel-extensions.json"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a plain extension name (the installer's rule too)
 
 
 class ExtensionFailed(EaselError):
@@ -91,6 +91,25 @@ def api_compatible(needed: str, have: str = API_VERSION) -> str | None:
     if need_major != have_major or need_minor > have_minor:
         return f"it needs plugin API {needed}; this Easel has {have}"
     return None
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The table in a manifest file (``extension.toml``); raises (``OSError``, ``tomllib.TOMLDecodeError``) when it
+    cannot be read or does not parse."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+def manifest_name(data: Mapping[str, Any], fallback: str) -> str:
+    """The name an extension loads under: its manifest's ``name``, else ``fallback``; a ``ValueError`` saying why
+    when that is not a plain name."""
+    name = str(data.get("name", fallback))
+    if not NAME.match(name):
+        raise ValueError(f"its name {name!r} is not a plain name (letters, digits, . _ -)")
+    return name
 
 
 def check_value(setting: Setting, value: Any, where: str) -> Any:
@@ -178,7 +197,7 @@ class PluginHost:
             ext.status, ext.error = "failed", f"no {MANIFEST} in {path.name}/"
             return ext
         try:
-            data = _read_toml(manifest)
+            data = read_manifest(manifest)
         except Exception as exc:  # a malformed manifest must not stop Easel
             ext.status, ext.error = "failed", f"{MANIFEST} does not parse: {exc}"
             return ext
@@ -207,11 +226,11 @@ class PluginHost:
             yield ext
 
     def _apply_manifest(self, ext: Extension, data: Mapping[str, Any]) -> None:
-        name = str(data.get("name", ext.name))
-        if not _NAME.match(name):
-            ext.status, ext.error = "failed", f"its name {name!r} is not a plain name (letters, digits, . _ -)"
+        try:
+            ext.name = manifest_name(data, ext.name)
+        except ValueError as exc:
+            ext.status, ext.error = "failed", str(exc)
             return
-        ext.name = name
         ext.version = str(data.get("version", ""))
         ext.description = str(data.get("description", ""))
         ext.api = str(data.get("api", ""))
@@ -585,14 +604,6 @@ def _frozen(values: Mapping[str, Any]) -> Mapping[str, Any]:
     from types import MappingProxyType
 
     return MappingProxyType(dict(values))
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    return tomllib.loads(path.read_text(encoding="utf-8"))
 
 
 def _import_file(name: str, entry: Path, ext: Extension) -> ModuleType | None:
