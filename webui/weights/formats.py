@@ -181,10 +181,13 @@ def read_metadata(path: Path) -> dict[str, str]:
     return dict(validate_safetensors(path).get("__metadata__", {}))
 
 
-def read_state_dict(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path, device: str = "cpu", *, wrappers: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
     """Read a single-file checkpoint into a flat name→tensor dict.
 
-    Every failure becomes a ``ModelLoadError`` naming the file, so one bad file never takes the list down.
+    A pickled checkpoint may hold its weights a level down: under the first of ``wrappers`` (the caller's own, e.g.
+    a training script's ``model``) or of the built-in ``state_dict``, ``params_ema``, ``params`` that is a dict;
+    entries beside it (optimizer state, counters) are not read. Every failure becomes a ``ModelLoadError`` naming
+    the file, so one bad file never takes the list down.
     """
     path = Path(path)
     kind = sniff(path)
@@ -200,11 +203,12 @@ def read_state_dict(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
             raise ModelLoadError(path, f"safetensors could not read it ({_first_line(exc)})") from exc
     loaded = _torch_load(path)
     # Lightning wraps the weights with optimizer state and counters; BasicSR (Real-ESRGAN) under params(_ema).
-    for wrapper in ("state_dict", "params_ema", "params"):
+    holder = "file"
+    for wrapper in (*wrappers, "state_dict", "params_ema", "params"):
         if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
-            loaded = loaded[wrapper]
+            loaded, holder = loaded[wrapper], f"its '{wrapper}' entry"
             break
-    return _only_tensors(path, loaded, device)
+    return _only_tensors(path, loaded, device, holder)
 
 
 def read_embedding_object(path: Path) -> Any:
@@ -258,14 +262,14 @@ def _torch_load(path: Path) -> Any:
         raise ModelLoadError(path, f"not a readable PyTorch checkpoint ({_first_line(exc)})") from None
 
 
-def _only_tensors(path: Path, loaded: Any, device: str) -> dict[str, torch.Tensor]:
+def _only_tensors(path: Path, loaded: Any, device: str, holder: str = "file") -> dict[str, torch.Tensor]:
     import torch
 
     if not isinstance(loaded, dict):
-        raise ModelLoadError(path, f"file holds a {type(loaded).__name__}, not a dict of weights")
+        raise ModelLoadError(path, f"{holder} holds a {type(loaded).__name__}, not a dict of weights")
     tensors = {k: v for k, v in loaded.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not tensors:
-        raise ModelLoadError(path, "file holds no tensors")
+        raise ModelLoadError(path, f"{holder} holds no tensors")
     if len(tensors) != len(loaded):
         log.debug("%s: ignored %d non-tensor entries", path.name, len(loaded) - len(tensors))
     if device != "cpu":
