@@ -9,7 +9,9 @@ naming slip fails here rather than on a user's file.
 
 from __future__ import annotations
 
+import gc
 import os
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from torch import nn
 from tests.fixtures.annotators import save_state, seeded_state
 from webui.controlnet import preprocessors as pre
 from webui.controlnet.annotators import common, hed, lineart, lineart_anime, loading, mlsd, pidinet
-from webui.errors import InvalidRequest
+from webui.errors import InvalidRequest, ModelLoadError
 
 RESOLUTION = 128
 INNERMOST = "model.model.1" + ".model.3" * 6  # the anime U-Net's eighth level, nested in the seven above it
@@ -284,6 +286,22 @@ def test_networks_are_loaded_once_and_again_when_the_file_changes(tmp_path: Path
     os.utime(path, ns=(0, 123 * 10**9))
     second = loading.network(path, lineart.LineartGenerator)
     assert second is not first and not torch.equal(second.model0[1].weight, first.model0[1].weight)
+
+    held = weakref.ref(second)
+    del first, second
+    path.write_bytes(b"x")  # changed again, and now unreadable: the stale network is not kept meanwhile
+    with pytest.raises(ModelLoadError):
+        loading.network(path, lineart.LineartGenerator)
+    gc.collect()
+    assert held() is None
+
+
+def test_the_three_networks_openpose_full_needs_stay_loaded_together(folder: Path) -> None:
+    files = [(folder / "sk_model.pth", lineart.LineartGenerator), (folder / "sk_model2.pth", lineart.LineartGenerator)]
+    files.append((folder / "netG.pth", lineart_anime.AnimeUNet))
+    loaded = [loading.network(path, build) for path, build in files]
+    again = [loading.network(path, build) for path, build in files]  # the first again after the third: still held
+    assert all(a is b for a, b in zip(loaded, again, strict=True))
 
 
 def test_legacy_names_and_a_damaged_pose_file(tmp_path: Path) -> None:

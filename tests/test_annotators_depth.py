@@ -137,7 +137,6 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     torch.save(merge, root / depth.LERES_BOOST_FILE)
     yield root
     loading.forget()
-    depth.forget()
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +160,7 @@ def test_the_networks_have_the_reference_tensor_names_and_shapes(network: str) -
 def test_the_files_load_strictly_under_their_real_layouts(folder: Path) -> None:
     from webui.weights.formats import read_state_dict
 
-    tensors = depth.read_leres_checkpoint(folder / depth.LERES_FILE)  # only depth_model's, "module." still on
+    tensors = read_state_dict(folder / depth.LERES_FILE, wrappers=("depth_model",))  # "module." still on
     with torch.device("meta"):
         expected = {k: list(v.shape) for k, v in leres.LeReS().state_dict().items()}
     assert {k.removeprefix("module."): list(v.shape) for k, v in tensors.items()} == expected
@@ -169,8 +168,9 @@ def test_the_files_load_strictly_under_their_real_layouts(folder: Path) -> None:
         with torch.device("meta"):
             expected = {k: list(v.shape) for k, v in REFERENCE[network][0]().state_dict().items()}
         assert {k: list(v.shape) for k, v in read_state_dict(folder / file).items()} == expected, file
-    model = depth._leres(folder / depth.LERES_FILE)
-    assert depth._leres(folder / depth.LERES_FILE) is model and not model.training
+    model = loading.network(folder / depth.LERES_FILE, leres.LeReS, wrapper="depth_model")
+    assert loading.network(folder / depth.LERES_FILE, leres.LeReS, wrapper="depth_model") is model
+    assert not model.training
     assert next(model.parameters()).dtype == torch.float32
 
 

@@ -123,7 +123,7 @@ def test_the_encoder_keeps_tensorflow_same_padding() -> None:
 
 def test_the_saved_file_loads_strictly_and_gives_an_rgb_map(folder: Path, normal: np.ndarray) -> None:
     assert not pre.missing_files(pre.find("normal_bae"), folder) and pre.supported(pre.find("normal_bae"))
-    model = normal_bae.network(folder / NORMAL_BAE_FILE)
+    model = loading.network(folder / NORMAL_BAE_FILE, normal_bae.NormalBAE, wrapper="model")
     saved = torch.load(folder / NORMAL_BAE_FILE, mmap=True, weights_only=True)["model"]
     assert torch.equal(model.decoder.conv2.weight, saved["module.decoder.conv2.weight"])
     assert normal.dtype == np.uint8 and normal.shape == (64, 88, 3)  # short side at the resolution
@@ -136,7 +136,7 @@ def test_the_same_image_gives_the_same_map(folder: Path, normal: np.ndarray) -> 
 
 
 def test_the_map_is_the_unit_normals_coloured(folder: Path, normal: np.ndarray) -> None:
-    model = normal_bae.network(folder / NORMAL_BAE_FILE)
+    model = loading.network(folder / NORMAL_BAE_FILE, normal_bae.NormalBAE, wrapper="model")
     resized = pre.resize_short_side(_image(), RESOLUTION)
     padded = np.pad(resized, [[0, 0], [0, -resized.shape[1] % 64], [0, 0]], mode="edge")
     normals = normal_bae.normals(model, padded)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from webui.controlnet import preprocessors as pre
-from webui.controlnet.annotators import openpose, openpose_body, openpose_draw, openpose_face, openpose_hand
+from webui.controlnet.annotators import loading, openpose, openpose_body, openpose_draw, openpose_face, openpose_hand
 from webui.errors import InvalidRequest
 
 NAMES = ["openpose", "openpose_hand", "openpose_face", "openpose_faceonly", "openpose_full"]
@@ -115,7 +115,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             state = {k: v.half() for k, v in state.items()}
         torch.save(state, root / FILES[network])
     yield root
-    openpose.forget()
+    loading.forget()
 
 
 def _gauss(cx: float, cy: float, sigma: float, h: int = HEIGHT, w: int = WIDTH) -> np.ndarray:
@@ -161,9 +161,9 @@ def test_seeded_networks_load_from_their_files_and_run(folder: Path) -> None:
     out = pre.run("openpose_full", _image(), resolution=64, annotators=folder)
     assert out.shape == (64, 80, 3) and out.dtype == np.uint8
     assert not out.any()  # random weights find nobody: a black canvas
-    body = openpose._network(folder / openpose.BODY_FILE, openpose_body.BodyPoseNetwork)
+    body = loading.network(folder / openpose.BODY_FILE, openpose_body.BodyPoseNetwork)
     assert next(body.parameters()).dtype == torch.float32 and not body.training
-    assert openpose._network(folder / openpose.BODY_FILE, openpose_body.BodyPoseNetwork) is body  # held
+    assert loading.network(folder / openpose.BODY_FILE, openpose_body.BodyPoseNetwork) is body  # held
     assert torch.equal(body.conv1_1.weight, _seeded(openpose_body.BodyPoseNetwork, 0)["conv1_1.weight"])
 
 
@@ -171,10 +171,10 @@ def test_the_hand_and_face_networks_run_on_a_crop(folder: Path, monkeypatch: pyt
     monkeypatch.setattr(openpose_hand, "SCALES", (0.5,))  # the reference's four scales reach 736 px: slow here
     monkeypatch.setattr(openpose_face, "INPUT_SIZE", 96)
     crop = _image(40, 40)
-    hand = openpose._network(folder / openpose.HAND_FILE, openpose_hand.HandPoseNetwork)
+    hand = loading.network(folder / openpose.HAND_FILE, openpose_hand.HandPoseNetwork)
     points = openpose_hand.hand_keypoints(hand, crop)
     assert points.shape == (21, 2) and ((points >= 0) & (points < 40)).all()
-    face = openpose._network(folder / openpose.FACE_FILE, openpose_face.FaceNetwork)
+    face = loading.network(folder / openpose.FACE_FILE, openpose_face.FaceNetwork)
     maps = openpose_face.face_heatmaps(face, crop)
     assert maps.shape == (71, 40, 40) and maps.dtype == np.float32
 

@@ -13,7 +13,7 @@ softedge_pidisafe and scribble_pidinet (``table5_pidinet.pth``), mlsd (``mlsd_la
 openpose, openpose_hand, openpose_face, openpose_faceonly and openpose_full (``body_pose_model.pth``, with
 ``hand_pose_model.pth`` for hands and ``facenet.pth`` for faces) and normal_bae (``scannet.pt``).
 
-A network preprocessor uses torch: it loads its network once (an LRU of two, re-read when the file changes) and
+A network preprocessor uses torch: it loads its network once (an LRU of three, re-read when the file changes) and
 runs it on the CPU in float32 on the thread that calls ``run``. The service sends previews of these to its worker
 thread (``GenerationService.detect_map``), since torch on a second thread slows every later CPU generation.
 

@@ -2,13 +2,18 @@
 
 Users put the files the SD-WebUI ControlNet extension downloads into ``models/annotators``. They are read only
 through ``webui.weights.formats.read_state_dict`` (safetensors, or ``torch.load(weights_only=True)``; it unwraps
-``state_dict``/``params`` wrappers), a ``module.`` prefix left by ``DataParallel`` is dropped, and the tensors must
-then match the network's own names and shapes exactly (``load_state_dict(strict=True)``). A mismatch is reported
-before torch sees it, as a ``ModelLoadError`` that names the file and the first differences, so a wrong or damaged
-download reads as such instead of a traceback.
+``state_dict``/``params`` wrappers, and the caller's own: ``scannet.pt``'s ``model``, ``res101.pth``'s
+``depth_model``), a ``module.`` prefix left by ``DataParallel`` is dropped, and the tensors must then match the
+network's own names and shapes exactly (``load_state_dict(strict=True)``). A mismatch is reported before torch sees
+it, as a ``ModelLoadError`` that names the file and the first differences, so a wrong or damaged download reads as
+such instead of a traceback.
 
-Loaded networks stay in an LRU of two, keyed by the file's path, mtime and size: a preview followed by a generation
-reads the file once, and a file replaced on disk is read again. The lock makes loading safe from any thread.
+The network is built on the meta device and given uninitialised CPU memory (``to_empty``): the file's weights
+replace every tensor, so random initialisation of up to 120 million numbers would be wasted. Loaded networks stay in
+an LRU of three (``openpose_full`` runs three at once), keyed by the file's path and the network, and checked
+against the file's mtime and size: a preview followed by a generation reads the file once, and a file replaced on
+disk is read again, its old network dropped first so both are never held. The lock makes loading safe from any
+thread.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from torch import nn
 from webui.errors import ModelLoadError
 from webui.weights.formats import read_state_dict
 
-_KEEP = 2
+_KEEP = 3
 _SHOWN = 3  # differences named in an error message
 
 Net = TypeVar("Net", bound=nn.Module)
@@ -34,29 +39,31 @@ _cache: OrderedDict[tuple[str, str], tuple[tuple[int, int], nn.Module]] = Ordere
 _lock = threading.Lock()
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_mtime_ns, stat.st_size
-
-
-def network(path: Path, build: Callable[[], Net]) -> Net:
+def network(path: Path, build: Callable[[], Net], *, wrapper: str | None = None) -> Net:
     """The network ``build()`` makes, with ``path``'s weights, in float32 on the CPU and in eval mode.
 
-    Read from disk the first time, and again only when the file's mtime or size changed. ``ModelLoadError`` (naming
-    the file) when it cannot be read or does not fit."""
+    Read from disk the first time, and again only when the file's mtime or size changed. ``wrapper``: the key a
+    pickled checkpoint keeps its weights under, when not a flat state dict or a built-in wrapper (a flat file is
+    still read). ``ModelLoadError`` (naming the file) when it cannot be read or does not fit."""
     path = Path(path)
     key = (str(path.resolve()), getattr(build, "__qualname__", repr(build)))
     with _lock:
         try:
-            stamp = _stamp(path)
+            stat = path.stat()
         except OSError as exc:
             raise ModelLoadError(path, f"cannot be read ({exc.strerror or exc})") from None
-        cached = _cache.get(key)
-        if cached is not None and cached[0] == stamp:
-            _cache.move_to_end(key)
-            return cached[1]  # type: ignore[return-value]
-        model = build()
-        load_exact(model, read_state_dict(path), path)
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if key in _cache:
+            if _cache[key][0] == stamp:
+                _cache.move_to_end(key)
+                return _cache[key][1]  # type: ignore[return-value]
+            del _cache[key]  # stale: its memory back before the changed file is read
+        tensors = read_state_dict(path, wrappers=(wrapper,) if wrapper else ())
+        with torch.device("meta"):
+            model = build()
+        model.to_empty(device="cpu")
+        load_exact(model, tensors, path)
+        del tensors
         model.float().eval().requires_grad_(False)
         _cache[key] = (stamp, model)
         while len(_cache) > _KEEP:

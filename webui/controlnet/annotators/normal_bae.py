@@ -13,26 +13,19 @@ calls (the default ``mode='test'``) it runs on every pixel, which is all this mo
 through ``norm_normalize``: x, y, z scaled to unit length (+1e-10), kappa = elu + 1.01.
 
 ``scannet.pt`` is the training script's checkpoint, ``{"model": state_dict, "iter": N}``, with ``module.`` prefixes
-when it was saved from DataParallel. ``webui.weights.formats.read_state_dict`` does not unwrap ``model``, so this
-module reads the file through the same restricted unpickler (``weights_only=True``) and unwraps it itself; the
-network then goes into ``loading``'s cache like every other annotator.
+when it was saved from DataParallel: ``loading.network(..., wrapper="model")`` reads it (a flat state dict or a
+safetensors conversion too).
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from webui.controlnet.annotators import loading
 from webui.controlnet.annotators.common import Array, as_batch
 from webui.controlnet.annotators.efficientnet import EfficientNetB5
-from webui.errors import ModelLoadError
-from webui.weights import formats
 
 _MEAN = (0.485, 0.456, 0.406)  # ImageNet's, as torchvision's Normalize in the extension
 _STD = (0.229, 0.224, 0.225)
@@ -134,42 +127,6 @@ class NormalBAE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder.original_model(x))
-
-
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of ``scannet.pt``: the ``model`` entry of the training checkpoint (or a plain state dict, or a
-    safetensors file), read without running pickled code. ``ModelLoadError`` naming the file otherwise."""
-    if formats.sniff(path) in (formats.TORCH_ZIP, formats.PICKLE):
-        loaded = formats.read_embedding_object(path)  # the restricted unpickler, without read_state_dict's unwrapping
-        if isinstance(loaded, Mapping) and isinstance(loaded.get("model"), Mapping):
-            tensors = {k: v for k, v in loaded["model"].items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-            if not tensors:
-                raise ModelLoadError(path, "its 'model' entry holds no tensors")
-            return tensors
-    return formats.read_state_dict(path)
-
-
-def network(path: Path) -> NormalBAE:
-    """The network with ``path``'s weights, float32 on the CPU in eval mode, through ``loading``'s cache (read
-    again when the file changes). ``ModelLoadError`` when it cannot be read or does not fit."""
-    path = Path(path)
-    key = (str(path.resolve()), NormalBAE.__qualname__)
-    with loading._lock:  # the same two-network LRU and lock as loading.network, with this file's unwrapping
-        try:
-            stamp = loading._stamp(path)
-        except OSError as exc:
-            raise ModelLoadError(path, f"cannot be read ({exc.strerror or exc})") from None
-        cached = loading._cache.get(key)
-        if cached is not None and cached[0] == stamp:
-            loading._cache.move_to_end(key)
-            return cached[1]  # type: ignore[return-value]
-        model = NormalBAE()
-        loading.load_exact(model, read_weights(path), path)
-        model.float().eval().requires_grad_(False)
-        loading._cache[key] = (stamp, model)
-        while len(loading._cache) > loading._KEEP:
-            loading._cache.popitem(last=False)
-        return model
 
 
 def normals(model: NormalBAE, image: Array) -> Array:

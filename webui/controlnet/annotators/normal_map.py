@@ -26,7 +26,7 @@ def colours(normals: Array) -> Array:
 def detect_normal_bae(image: Array, folder: Path) -> Array:
     """The normal map (HxWx3 ``uint8``) of an RGB ``uint8`` image, run on it padded to multiples of 64 and cropped
     back, as the extension does."""
-    from webui.controlnet.annotators import common, normal_bae
+    from webui.controlnet.annotators import common, loading, normal_bae
 
-    model = normal_bae.network(folder / NORMAL_BAE_FILE)
+    model = loading.network(folder / NORMAL_BAE_FILE, normal_bae.NormalBAE, wrapper="model")
     return common.on_padded(image, lambda padded: colours(normal_bae.normals(model, padded)))

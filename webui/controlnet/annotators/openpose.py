@@ -6,23 +6,18 @@ annotator), each person's hands and face are cut out where the body says they ar
 models (only when the preprocessor draws them), and the poses are drawn on black in the extension's colours
 (``openpose_draw``). ``openpose_faceonly`` still needs the body, to find the face.
 
-The networks are read as the other annotators' are (safe readers, exact names and shapes, a file naming error), but
-held here, one per file, rather than in ``loading``'s LRU of two: ``openpose_full`` needs three at once, and would
-read them all again on every run. A file replaced on disk (mtime or size) is read again.
+The networks are read and cached by ``loading.network`` as the other annotators' are (safe readers, exact names and
+shapes, a file naming error; its LRU holds the three ``openpose_full`` needs).
 
 Importing this module does not import torch; the first call does.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-from webui.errors import ModelLoadError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -34,42 +29,6 @@ Array = np.ndarray
 BODY_FILE = "body_pose_model.pth"
 HAND_FILE = "hand_pose_model.pth"
 FACE_FILE = "facenet.pth"
-
-_lock = threading.Lock()
-_held: dict[str, tuple[tuple[str, int, int], nn.Module]] = {}
-
-
-def _network(path: Path, build: Callable[[], nn.Module]) -> nn.Module:
-    """The network ``build()`` makes with ``path``'s weights (float32, CPU, eval), read again only when the file
-    changed; ``ModelLoadError`` naming the file when it cannot be read or does not fit."""
-    import torch
-
-    from webui.controlnet.annotators import loading
-    from webui.weights.formats import read_state_dict
-
-    try:
-        stat = path.stat()
-    except OSError as exc:
-        raise ModelLoadError(path, f"cannot be read ({exc.strerror or exc})") from None
-    stamp = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-    with _lock:
-        held = _held.get(path.name)
-        if held is not None and held[0] == stamp:
-            return held[1]
-        tensors = read_state_dict(path)
-        with torch.device("meta"):  # no random initialisation of 50 million weights about to be replaced
-            model = build()
-        model.to_empty(device="cpu")
-        loading.load_exact(model, tensors, path)
-        model.float().eval().requires_grad_(False)
-        _held[path.name] = (stamp, model)
-        return model
-
-
-def forget() -> None:
-    """Drop the held networks (tests; a caller that wants the memory back)."""
-    with _lock:
-        _held.clear()
 
 
 def _as_fractions(found: Array | list, x: int, y: int, width: int, height: int) -> list[Point] | None:
@@ -113,11 +72,11 @@ def detect_poses(
 def detect_openpose(image: Array, folder: Path, *, body: bool = True, hand: bool = False, face: bool = False) -> Array:
     """The pose map (HxWx3 ``uint8`` RGB) of an RGB ``uint8`` image: the body drawn when ``body``, the hands and
     the face detected and drawn when ``hand`` / ``face``."""
-    from webui.controlnet.annotators import common, openpose_body, openpose_draw, openpose_face, openpose_hand
+    from webui.controlnet.annotators import common, loading, openpose_body, openpose_draw, openpose_face, openpose_hand
 
-    body_model = _network(folder / BODY_FILE, openpose_body.BodyPoseNetwork)
-    hand_model = _network(folder / HAND_FILE, openpose_hand.HandPoseNetwork) if hand else None
-    face_model = _network(folder / FACE_FILE, openpose_face.FaceNetwork) if face else None
+    body_model = loading.network(folder / BODY_FILE, openpose_body.BodyPoseNetwork)
+    hand_model = loading.network(folder / HAND_FILE, openpose_hand.HandPoseNetwork) if hand else None
+    face_model = loading.network(folder / FACE_FILE, openpose_face.FaceNetwork) if face else None
 
     def draw(padded: Array) -> Array:
         poses = detect_poses(np.ascontiguousarray(padded[:, :, ::-1]), body_model, hand_model, face_model)
