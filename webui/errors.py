@@ -7,6 +7,10 @@ The UI, the REST API and the CLI all catch ``EaselError`` at their boundary and 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class EaselError(Exception):
@@ -20,6 +24,23 @@ class InvalidRequest(EaselError, ValueError):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
+
+
+def from_validation_error(exc: ValidationError, prefix: str = "", fallback: str = "request") -> InvalidRequest:
+    """Pydantic's first error as one ``InvalidRequest`` naming the field by its path (``controlnet_units[0].weight``)
+    after ``prefix`` (``fallback`` when the error has no path), with the message and the value given. A model
+    validator's own ``InvalidRequest`` (no path: it names its field itself) is returned as it is."""
+    err = exc.errors()[0]
+    cause = err.get("ctx", {}).get("error")
+    if not err["loc"] and isinstance(cause, InvalidRequest):
+        return cause
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".") or fallback
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return InvalidRequest(f"{prefix}.{path}" if prefix else path, f"{message}, got {err.get('input')!r}"[:300])
+
+
+class UnknownSampler(InvalidRequest):
+    """A sampler or schedule type that does not exist (A1111 answers these with 400, other bad values 422)."""
 
 
 class JobNotFound(InvalidRequest, LookupError):

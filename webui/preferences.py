@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from webui import samplers
-from webui.errors import InvalidRequest
+from webui.errors import InvalidRequest, from_validation_error
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +70,6 @@ class Preferences(BaseModel):
         return samplers.resolve(value, "Automatic")[0].name
 
 
-def describe_error(exc: ValidationError) -> InvalidRequest:
-    err = exc.errors()[0]
-    name = ".".join(str(p) for p in err["loc"]) or "settings"
-    message = err["msg"].removeprefix("Value error, ")
-    return InvalidRequest(name, f"{message}, got {err.get('input')!r}"[:300])
-
-
 class PreferencesStore:
     """Loads once, validates every change, writes atomically (temp file, fsync, rename)."""
 
@@ -97,7 +90,7 @@ class PreferencesStore:
         try:
             checked = Preferences.model_validate({**self._current.model_dump(), **changes})
         except ValidationError as exc:
-            raise describe_error(exc) from None
+            raise from_validation_error(exc, fallback="settings") from None
         for name in FOLDER_FIELDS:
             if getattr(checked, name) != getattr(self._current, name):
                 self._check_stays_inside(name, getattr(checked, name))

@@ -20,7 +20,7 @@ from webui.choices import MASKED_CONTENT_LABELS as MASKED_CONTENT_LABELS  # re-e
 from webui.choices import RESIZE_MODE_LABELS as RESIZE_MODE_LABELS
 from webui.choices import MaskedContent, Mode, ResizeMode
 from webui.controlnet.units import MAX_UNITS, ControlNetUnit
-from webui.errors import InvalidRequest
+from webui.errors import InvalidRequest, from_validation_error
 from webui.pipeline import hires
 
 SEED_MAX = 2**32 - 1
@@ -171,7 +171,7 @@ class GenerationRequest(BaseModel):
             samplers.resolve(sampler, schedule)
         except InvalidRequest as exc:
             field = "hr_scheduler" if exc.field == "scheduler" else "hr_sampler_name"
-            raise InvalidRequest(field, exc.message) from None
+            raise type(exc)(field, exc.message) from None
 
     def _check_sd_upscale(self) -> None:
         if not self.sd_upscale:
@@ -274,13 +274,7 @@ class GenerationRequest(BaseModel):
         try:
             return cls(**fields)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            cause = err.get("ctx", {}).get("error")
-            if isinstance(cause, InvalidRequest):
-                raise cause from None
-            name = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".") or "request"
-            message = err["msg"].removeprefix("Value error, ")
-            raise InvalidRequest(name, f"{message}, got {err.get('input')!r}"[:300]) from None
+            raise from_validation_error(exc) from None
 
 
 @dataclass

@@ -15,11 +15,11 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from webui.controlnet import preprocessors
 from webui.controlnet.units import MAX_UNITS, NO_MODEL, ControlNetUnit
-from webui.errors import InvalidRequest
+from webui.errors import InvalidRequest, from_validation_error
 from webui.images import decode_image, encode_png_base64
 from webui.service.service import GenerationService
 
@@ -93,16 +93,12 @@ def _unit(raw: Any, where: str) -> ControlNetUnit:
     _reset_out_of_range(data, where)
     try:
         return ControlNetUnit(**data)
-    except Exception as exc:  # pydantic's ValidationError: name the unit's field
-        errors = getattr(exc, "errors", None)
-        if not callable(errors):
-            raise
-        first = errors()[0]
-        field = ".".join(str(p) for p in first.get("loc", ())) or "unit"
-        if first.get("type") == "extra_forbidden":
+    except ValidationError as exc:  # name the unit's field
+        first = exc.errors()[0]
+        if first["type"] == "extra_forbidden":
+            field = ".".join(str(p) for p in first["loc"])
             raise InvalidRequest(f"{where}.{field}", "is not a ControlNet unit field Easel knows") from None
-        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
-        raise InvalidRequest(f"{where}.{field}", f"{message}, got {first.get('input')!r}"[:300]) from None
+        raise from_validation_error(exc, where, "unit") from None
 
 
 def _reset_out_of_range(data: dict[str, Any], where: str) -> None:

@@ -29,7 +29,7 @@ from webui.controlnet.units import (
     units_from_infotext,
 )
 from webui.controlnet.units import RESIZE_LABELS as UNIT_RESIZE_LABELS
-from webui.errors import InvalidRequest
+from webui.errors import InvalidRequest, from_validation_error
 from webui.images import decode_image
 from webui.outputs.infotext import parse_infotext, request_fields_from_infotext
 from webui.pipeline import hires
@@ -313,10 +313,7 @@ def control_unit(raw: Mapping[str, Any], where: str, mode: Mode = Mode.TXT2IMG) 
     try:
         return ControlNetUnit(**fields)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        name = ".".join(str(p) for p in err["loc"]) or "unit"
-        message = err["msg"].removeprefix("Value error, ")
-        raise InvalidRequest(f"{where}.{name}", f"{message}, got {err.get('input')!r}"[:300]) from None
+        raise from_validation_error(exc, where, "unit") from None
 
 
 def control_inputs(mode: Mode, values: Mapping[str, Any]) -> tuple[Image.Image | None, Image.Image | None]:
