@@ -14,6 +14,9 @@ import torch
 
 Array = np.ndarray
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # per RGB channel, as torchvision's Normalize in the extension
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 _NMS_KERNELS = [
     np.array(rows, dtype=np.uint8)
     for rows in (

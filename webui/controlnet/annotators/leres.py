@@ -28,10 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from webui.controlnet.annotators.common import Array
-
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
+from webui.controlnet.annotators.common import IMAGENET_MEAN, IMAGENET_STD, Array
 
 
 class _Bottleneck(nn.Module):
@@ -197,7 +194,7 @@ def estimate(model: LeReS, image: Array, width: int, height: int) -> Array:
     if (bgr.shape[1], bgr.shape[0]) != (width, height):
         bgr = cv2.resize(bgr, (width, height))
     x = torch.from_numpy(bgr.astype(np.float32)).permute(2, 0, 1)
-    x = (x - torch.tensor(_MEAN).view(3, 1, 1)) / torch.tensor(_STD).view(3, 1, 1)
+    x = (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
     with torch.inference_mode():
         depth = model(x.unsqueeze(0)).squeeze().numpy()
     if depth.shape != image.shape[:2]:

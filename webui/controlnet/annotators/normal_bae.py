@@ -24,11 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from webui.controlnet.annotators.common import Array, as_batch
+from webui.controlnet.annotators.common import IMAGENET_MEAN, IMAGENET_STD, Array, as_batch
 from webui.controlnet.annotators.efficientnet import EfficientNetB5
-
-_MEAN = (0.485, 0.456, 0.406)  # ImageNet's, as torchvision's Normalize in the extension
-_STD = (0.229, 0.224, 0.225)
 
 
 class _Encoder(nn.Module):
@@ -134,8 +131,8 @@ def normals(model: NormalBAE, image: Array) -> Array:
 
     As the extension: pixels / 255, ImageNet's mean subtracted and divided by its deviation, in float32."""
     batch = as_batch(image, divide_by=255.0)
-    mean = torch.tensor(_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(_STD, dtype=torch.float32).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
     with torch.inference_mode():
         out = model((batch - mean) / std)
     return np.ascontiguousarray(out[0, :3].permute(1, 2, 0).numpy())

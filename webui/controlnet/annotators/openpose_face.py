@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from webui.controlnet.annotators.common import Array
+from webui.controlnet.annotators.common import Array, as_batch
 from webui.controlnet.annotators.openpose_body import resize
 from webui.controlnet.annotators.openpose_hand import KeypointNetwork
 
@@ -33,7 +33,7 @@ def face_heatmaps(model: FaceNetwork, bgr: Array) -> Array:
     """The 71 heat maps (71xHxW float32) of a square BGR ``uint8`` crop, at the crop's size."""
     h, w = bgr.shape[:2]
     image = resize(bgr, INPUT_SIZE, INPUT_SIZE)
-    batch = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 256.0 - 0.5
+    batch = as_batch(image, 256.0, -0.5)
     with torch.inference_mode():
         maps = F.interpolate(model(batch), (h, w), mode="bilinear", align_corners=True)
     return maps[0].numpy()
