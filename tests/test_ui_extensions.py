@@ -169,6 +169,7 @@ def test_widget_values_become_extension_args_for_every_extension_with_arguments(
         "recorder": {"count": 4, "tag": ""},
         "watermark": {"enabled": False, "text": ""},  # sent at their defaults too: explicit
     }
+    service.submit(request)  # the plugin host's kinds: what the extensions get
     assert isinstance(request.extension_args["latent-mirror"]["strength"], float)
     assert isinstance(request.extension_args["recorder"]["count"], int)
     # A form without the widgets (a page built without extensions) sends none.
@@ -183,9 +184,7 @@ def test_widget_values_become_extension_args_for_every_extension_with_arguments(
 def test_setting_values_follow_their_kind() -> None:
     number = Setting("n", "N", "int", 1)
     real = Setting("x", "X", "float", 0.5)
-    assert forms.setting_value(number, 3.0, "w") == 3 and isinstance(forms.setting_value(number, 3.0, "w"), int)
     assert forms.setting_value(number, 2.5, "w") == 2.5  # the host says it must be whole, naming the setting
-    assert forms.setting_value(real, 1, "w") == 1.0 and isinstance(forms.setting_value(real, 1, "w"), float)
     assert forms.setting_value(Setting("b", "B", "bool", False), None, "w") is False
     assert forms.setting_value(Setting("s", "S", "str", "a"), None, "w") == ""
     assert forms.setting_value(Setting("c", "C", "choice", "a", choices=("a",)), "b", "w") == "b"

@@ -91,7 +91,8 @@ class GenerationService:
         if request.extension_args:
             if self.plugins is None:
                 raise InvalidRequest("extension_args", "no extensions are loaded (started with --disable-extensions?)")
-            self.plugins.check_arguments(request.extension_args)
+            # The checked values: as each argument's kind says (a slider's 6.0 for an int is 6).
+            request.extension_args = self.plugins.check_arguments(request.extension_args)
         if request.enable_hr and request.hr_upscaler not in LATENT_UPSCALERS:
             self.engine.weights.upscalers.check(request.hr_upscaler, "hr_upscaler")
         if request.sd_upscale:

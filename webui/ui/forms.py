@@ -282,11 +282,11 @@ def control_unit(raw: Mapping[str, Any], where: str, mode: Mode = Mode.TXT2IMG) 
     slider's leftover never reaches the infotext. Ranges are checked by the request (or the preview), not here.
     """
 
-    def number(name: str, whole: bool = False) -> Any:
+    def number(name: str) -> Any:
         value = raw.get(name)
         if value is None or value == "":
             raise InvalidRequest(f"{where}.{name}", "a number is required")
-        return int(value) if whole and isinstance(value, float) and value.is_integer() else value
+        return value  # ControlNetUnit makes a whole float an int
 
     module = str(raw.get("module") or "none")
     try:
@@ -304,7 +304,7 @@ def control_unit(raw: Mapping[str, Any], where: str, mode: Mode = Mode.TXT2IMG) 
         "control_mode": raw.get("control_mode") or ControlMode.BALANCED,
         "resize_mode": raw.get("resize_mode") or UNIT_RESIZE_NAMES[1],
         "pixel_perfect": bool(raw.get("pixel_perfect")),
-        "processor_res": number("processor_res", whole=True) if pre is None or pre.uses_resolution else -1,
+        "processor_res": number("processor_res") if pre is None or pre.uses_resolution else -1,
         "threshold_a": number("threshold_a") if pre is None or pre.threshold_a else -1,
         "threshold_b": number("threshold_b") if pre is None or pre.threshold_b else -1,
     }
@@ -495,17 +495,11 @@ def argument_specs(plugins: Any) -> dict[str, list[Setting]]:
 
 
 def setting_value(setting: Setting, value: Any, where: str) -> Any:
-    """A widget's value as ``setting``'s kind wants it: number boxes and sliders hand floats (a whole one becomes an
-    int for an int setting), an emptied number box is refused naming ``where``, an emptied text box is "". Ranges
-    and choices are left to the plugin host, whose messages name ``where`` too."""
-    if setting.kind in ("int", "float"):
-        if value is None or value == "":
-            raise InvalidRequest(where, "a number is required")
-        if setting.kind == "int" and isinstance(value, float) and value.is_integer():
-            return int(value)
-        if setting.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        return value
+    """A widget's value for the plugin host: an emptied number box is refused naming ``where``, an emptied text box
+    is "", an unset checkbox is off. Kinds (a slider's 6.0 for an int setting), ranges and choices are the host's
+    (``manager.check_value``), whose messages name ``where`` too."""
+    if setting.kind in ("int", "float") and (value is None or value == ""):
+        raise InvalidRequest(where, "a number is required")
     if setting.kind == "bool":
         return bool(value)
     if setting.kind == "str" and value is None:
