@@ -661,6 +661,19 @@ def test_fooocus_json_parameters_read_as_infotext() -> None:
     )
 
 
+def test_json_parameters_go_to_the_other_tools_readers_and_are_kept_when_none_claims_them() -> None:
+    """A JSON ``parameters`` is another tool's (Fooocus's, read above through the same readers): a ComfyUI graph in
+    the same file is read rather than that JSON shown as text; JSON no reader claims is shown as it is."""
+    import json
+
+    swarm = json.dumps({"sui_image_params": {"prompt": "a castle", "seed": 3}})  # SwarmUI's, over a ComfyUI graph
+    with _png_with({"parameters": swarm, "prompt": json.dumps(COMFYUI_DEFAULT)}) as image:
+        parsed = parse_infotext(read_infotext(image))
+    assert parsed["Seed"] == 156680208700286 and parsed["Steps"] == 20
+    with _png_with({"parameters": swarm}) as image:
+        assert read_infotext(image) == swarm
+
+
 def test_fooocus_json_in_a_jpegs_exif_user_comment() -> None:
     """Fooocus's JPEGs put the same JSON in IFD0's UserComment (not the Exif IFD A1111 uses)."""
     import json

@@ -346,17 +346,21 @@ def _sampler_fields(sampler_name: str, schedule: str) -> dict[str, Any]:
 def read_infotext(image: Image.Image) -> str | None:
     """The infotext stored in an image, as A1111 would write it, from whichever tool made it.
 
-    In order: A1111's PNG ``parameters`` text (Fooocus's JSON there is converted), the chunks of NovelAI, InvokeAI
-    and ComfyUI (``webui.outputs.other_tools``), EXIF UserComment (JPEG, WebP), a GIF comment.
+    In order: A1111's PNG ``parameters`` text; the other tools' chunks (``webui.outputs.other_tools``: Fooocus's JSON
+    in ``parameters``, NovelAI's, InvokeAI's and ComfyUI's own chunks); a JSON ``parameters`` no tool claims, as it
+    is; EXIF UserComment (JPEG, WebP); a GIF comment.
     """
     text = image.info.get("parameters")
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")
-    if isinstance(text, str) and text:
-        return _converted(fooocus_from_text(text, image.size)) or text
-    found = read_other_tool(image.info, image.size)
+    text = text if isinstance(text, str) else ""
+    if text and not text.lstrip().startswith("{"):  # A1111's own text wins over any other tool's chunks
+        return text
+    found = read_other_tool({**image.info, "parameters": text}, image.size)
     if found is not None:
         return _converted(found)
+    if text:
+        return text
     comment = _user_comment(image)
     if comment:
         return _converted(fooocus_from_text(comment, image.size)) or comment

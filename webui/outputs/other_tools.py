@@ -107,7 +107,6 @@ _PAIR = re.compile(r"^\(\s*'?(\d+)'?\s*,\s*'?(\d+)'?\s*\)$")  # Fooocus's resolu
 class ToolParameters:
     """What an image from another tool says about how it was made, with A1111's key names."""
 
-    tool: str
     prompt: str
     negative_prompt: str = ""
     params: dict[str, Any] = field(default_factory=dict)
@@ -149,7 +148,7 @@ def fooocus_from_text(text: str, size: tuple[int, int]) -> ToolParameters | None
         "Model": _model_stem(model) if model and model != "None" else None,
         "Version": _text(data.get("version")) or None,
     }
-    return ToolParameters("Fooocus", prompt, negative, params)
+    return ToolParameters(prompt, negative, params)
 
 
 def _fooocus(info: Mapping[str, Any], size: tuple[int, int]) -> ToolParameters | None:
@@ -176,7 +175,7 @@ def _novelai(info: Mapping[str, Any], size: tuple[int, int]) -> ToolParameters |
         "Size": f"{width}x{height}",
         "Model": _text(info.get("Source")) or None,  # "NovelAI Diffusion V3 7BCCAA2C": the model and its hash
     }
-    return ToolParameters("NovelAI", prompt, negative, params)
+    return ToolParameters(prompt, negative, params)
 
 
 def _invokeai(info: Mapping[str, Any], size: tuple[int, int]) -> ToolParameters | None:
@@ -197,7 +196,7 @@ def _invokeai(info: Mapping[str, Any], size: tuple[int, int]) -> ToolParameters 
         "Clip skip": clip_skip + 1 if clip_skip else None,
         "Version": f"InvokeAI {data['app_version']}" if data.get("app_version") else None,
     }
-    return ToolParameters("InvokeAI", _text(data.get("positive_prompt")), _text(data.get("negative_prompt")), params)
+    return ToolParameters(_text(data.get("positive_prompt")), _text(data.get("negative_prompt")), params)
 
 
 def _comfyui(info: Mapping[str, Any], size: tuple[int, int]) -> ToolParameters | None:
@@ -229,7 +228,7 @@ def _comfyui(info: Mapping[str, Any], size: tuple[int, int]) -> ToolParameters |
     }
     positive = _prompt_text(graph, inputs.get("positive"))
     negative = _prompt_text(graph, inputs.get("negative"))
-    return ToolParameters("ComfyUI", positive, negative, params)
+    return ToolParameters(positive, negative, params)
 
 
 READERS: tuple[Callable[[Mapping[str, Any], tuple[int, int]], ToolParameters | None], ...] = (
