@@ -531,11 +531,12 @@ def test_the_unit_count_is_a_setting_applied_when_the_page_is_built(tmp_path: Pa
     service = create_service(settings, start=False)
     names = [name for name, _ in FIELDS]
     form = {name: getattr(service.preferences.current, name) for name in names}
-    status, *_ = save_settings(service, names, list({**form, "controlnet_units": 2.0}.values()))
+    status, *_ = save_settings(service, names, list({**form, "controlnet_units": 2}.values()), built_units=3)
     assert "The tabs get 2 ControlNet unit(s) at the next start." in status
-    assert "next start" not in save_settings(service, names, list({**form, "controlnet_units": 2.0}.values()))[0]
-    again = save_settings(service, names, list({**form, "controlnet_units": 2.0}.values()), built_units=3)
+    again = save_settings(service, names, list({**form, "controlnet_units": 2}.values()), built_units=3)
     assert "The tabs get 2 ControlNet unit(s) at the next start." in again[0]  # the page still shows 3
+    built_with_two = save_settings(service, names, list({**form, "controlnet_units": 2}.values()), built_units=2)
+    assert "next start" not in built_with_two[0]
     page = build_ui(service)
     units = [b.label for b in page.blocks.values() if isinstance(b, gr.Tab) and b.label.startswith("ControlNet Unit")]
     assert units == ["ControlNet Unit 0", "ControlNet Unit 1"] * 3

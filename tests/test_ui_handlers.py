@@ -475,12 +475,12 @@ def test_settings_apply_names_a_bad_value_saves_nothing_then_saves_a_good_form(
     service = fake_service()
     names = [name for name, _ in FIELDS]
     form = {name: getattr(service.preferences.current, name) for name in names}
-    form.update(jpeg_quality=0.0, default_steps=33.0)  # number boxes hand floats
-    status, *widgets = save_settings(service, names, list(form.values()))
+    form.update(jpeg_quality=0, default_steps=33)
+    status, *widgets = save_settings(service, names, list(form.values()), built_units=3)
     assert "easel-error" in status and "jpeg_quality" in status and all(w == KEEP for w in widgets)
     assert not service.preferences.path.exists() and service.preferences.current.default_steps == 20
-    form["jpeg_quality"] = 80.0
-    status, *widgets = save_settings(service, names, list(form.values()))
+    form["jpeg_quality"] = 80
+    status, *widgets = save_settings(service, names, list(form.values()), built_units=3)
     saved = dict(zip(names, widgets, strict=True))
     assert "Settings saved." in status and saved["jpeg_quality"] == 80 and saved["default_steps"] == 33
     assert PreferencesStore(service.preferences.path.parent).current.default_steps == 33

@@ -74,22 +74,17 @@ def build_settings_tab(service: GenerationService) -> SettingsTab:
 
 
 def save_settings(
-    service: GenerationService, names: Sequence[str], values: Sequence[Any], built_units: int | None = None
+    service: GenerationService, names: Sequence[str], values: Sequence[Any], built_units: int
 ) -> tuple[Any, ...]:
     """Apply settings: (status message, then each widget's value as saved). A bad value gets a message naming it,
     nothing is saved and every widget keeps what the user typed, to correct it. ``built_units``: the ControlNet
-    units the page was built with (default: the count saved before), to say when the tabs will show another."""
-    changes = dict(zip(names, values, strict=True))
-    for name in ("jpeg_quality", "preview_every", "default_steps", "ckpt_cache", "controlnet_units"):
-        if isinstance(changes.get(name), float) and changes[name].is_integer():  # number boxes hand floats
-            changes[name] = int(changes[name])
-    shown_units = built_units if built_units is not None else service.preferences.current.controlnet_units
+    units the page was built with, to say when the tabs will show another."""
     try:
-        saved = service.update_preferences(**changes)
+        saved = service.update_preferences(**dict(zip(names, values, strict=True)))
     except InvalidRequest as exc:
         return (message_html(str(exc), "error"), *(gr.update() for _ in names))
     text = "Settings saved."
-    if saved.controlnet_units != shown_units:  # the page is built once: say why the tabs still show the old count
+    if saved.controlnet_units != built_units:  # the page is built once: say why the tabs still show the old count
         text += f" The tabs get {saved.controlnet_units} ControlNet unit(s) at the next start."
     return (message_html(text, "info"), *(getattr(saved, n) for n in names))
 
