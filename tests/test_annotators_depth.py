@@ -315,7 +315,6 @@ def test_without_its_files_a_depth_preprocessor_names_them(
 ) -> None:
     for file in present:
         (tmp_path / file).write_bytes(b"x")
-    assert pre.supported(pre.find(name))
     assert pre.missing_files(pre.find(name), tmp_path) == missing
     needs = re.escape(f"module: preprocessor '{pre.find(name).name}' needs {', '.join(missing)} in {tmp_path}")
     with pytest.raises(InvalidRequest, match=rf"^{needs} \(Easel never downloads it\)$"):

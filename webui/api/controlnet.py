@@ -186,7 +186,7 @@ def build_controlnet_router(service: GenerationService, unit_count: int = 3) -> 
                 pre.name: {
                     "model_free": pre.name == "none",
                     "sliders": _sliders(pre),
-                    "available": not missing and preprocessors.supported(pre),
+                    "available": not missing,
                     "missing_files": missing,
                 }
                 for pre, missing in listed
@@ -196,7 +196,7 @@ def build_controlnet_router(service: GenerationService, unit_count: int = 3) -> 
     @router.get("/control_types")
     def control_types() -> dict[str, Any]:
         """The extension's filter groups; Easel offers one, "All" (its models are not tagged by type)."""
-        modules = [pre.name for pre, missing in service.preprocessors() if not missing and preprocessors.supported(pre)]
+        modules = [pre.name for pre, missing in service.preprocessors() if not missing]
         return {
             "control_types": {
                 "All": {

@@ -55,8 +55,8 @@ class Slider:
 @dataclass(frozen=True)
 class Preprocessor:
     name: str
-    # With ``needs``: called as run(image, annotators_folder, *thresholds), returning a HxW map; None: Easel cannot
-    # run this network yet, whatever files are there. Without ``needs``: run(image, *thresholds).
+    # With ``needs``: called as run(image, annotators_folder, *thresholds), returning a HxW map (or HxWx3). Without
+    # ``needs``: run(image, *thresholds); None for the ones ``run`` handles itself (inpaint).
     run: Callable[..., Array] | None
     threshold_a: Slider | None = None
     threshold_b: Slider | None = None
@@ -334,15 +334,8 @@ def built_in_names() -> list[str]:
     return [p.name for p in PREPROCESSORS.values() if not p.needs]
 
 
-def supported(preprocessor: Preprocessor) -> bool:
-    """Whether Easel can run it at all: one with annotator files but no network here would be listed, not run
-    (none is today; kept so a preprocessor named before its network lands says so instead of failing)."""
-    return not (preprocessor.needs and preprocessor.run is None)
-
-
 def missing_files(preprocessor: Preprocessor, annotators: Path) -> list[str]:
-    """The annotator files a preprocessor needs that are not in ``annotators`` (empty: all there). For the few
-    Easel cannot run yet (``run`` is None) an empty list still leaves them unusable; ``run`` says so."""
+    """The annotator files a preprocessor needs that are not in ``annotators`` (empty: all there)."""
     return [f for f in preprocessor.needs if not (annotators / f).is_file()]
 
 
@@ -372,8 +365,8 @@ def run(
     """Run one preprocessor on an RGB ``uint8`` image; every bad value is an ``InvalidRequest`` naming its field.
 
     A network preprocessor reads its file from ``annotators`` (None: as if the folder were empty) and runs torch on
-    this thread; a missing file, one Easel cannot run yet, or a file that is not the network it should be (damaged,
-    another model) is an ``InvalidRequest`` on ``module`` that names the file."""
+    this thread; a missing file, or a file that is not the network it should be (damaged, another model), is an
+    ``InvalidRequest`` on ``module`` that names the file."""
     pre = find(name)
     where = annotators if annotators is not None else Path("models/annotators")
     if pre.needs:
@@ -381,12 +374,6 @@ def run(
         if missing:
             raise InvalidRequest(
                 "module", f"preprocessor '{pre.name}' needs {', '.join(missing)} in {where} (Easel never downloads it)"
-            )
-        if pre.run is None:
-            raise InvalidRequest(
-                "module",
-                f"preprocessor '{pre.name}' is not supported yet: Easel cannot run its network, even with "
-                f"{', '.join(pre.needs)} in {where}",
             )
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise InvalidRequest("image", f"expected an RGB image, got an array of shape {image.shape} ({image.dtype})")

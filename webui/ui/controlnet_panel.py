@@ -66,8 +66,6 @@ def preprocessor_choices(service: GenerationService) -> list[tuple[str, str]]:
     choices = []
     for pre, missing in service.preprocessors():
         label = pre.name if not missing else f"{pre.name} (needs {', '.join(missing)} in {folder})"
-        if not missing and not preprocessors.supported(pre):
-            label = f"{pre.name} (not supported yet)"
         choices.append((label, pre.name))
     return choices
 
