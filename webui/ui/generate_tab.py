@@ -218,7 +218,11 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) ->
         yield from run_job(service, mode, names, _owner(request), checkpoint, vae, clip_skip, values)
 
     inputs = [top.checkpoint, top.vae, top.clip_skip, *widgets.values()]
-    outputs = [job_id, progress, preview, gallery, info, link, results, selected]
+    shown = {
+        "job_id": job_id, "progress": progress, "preview": preview, "gallery": gallery, "info": info, "link": link,
+        "results": results, "selected": selected,
+    }  # fmt: skip
+    outputs = [shown[name] for name in RUN_OUTPUTS]
     # Gradio's own spinner would cover the progress bar that says more; previews show in their own image.
     generate.click(run, inputs=inputs, outputs=outputs, concurrency_limit=None, show_progress="hidden")
 

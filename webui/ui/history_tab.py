@@ -158,7 +158,11 @@ def build_history_tab(service: GenerationService) -> HistoryTab:
     def show(page: int, *values: Any) -> tuple[Any, ...]:
         return show_page(service, page, *values)
 
-    outputs = [gallery, model, status, page_state, entries_state, selected, info, path_text, link]
+    shown = {
+        "gallery": gallery, "model": model, "status": status, "page": page_state, "entries": entries_state,
+        "selected": selected, "info": info, "file": path_text, "link": link,
+    }  # fmt: skip
+    outputs = [shown[name] for name in PAGE_OUTPUTS]
 
     def first_page(*values: Any) -> tuple[Any, ...]:
         return show(0, *values)
