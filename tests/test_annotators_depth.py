@@ -1,5 +1,5 @@
 """The depth preprocessors (``depth``/``depth_midas``, ``depth_leres``, ``depth_leres++``) run from the extension's
-files: webui/controlnet/annotators/midas.py, leres.py, leres_boost.py, depth.py.
+files: webui/controlnet/annotators/midas.py, leres.py, leres_boost.py, and their ``detect_*`` in ``__init__``.
 
 The real files (470, 530 and 318 MB) cannot be fetched here, so each network is built with seeded random weights and
 saved the way its file holds them: MiDaS as a flat state dict, ``res101.pth`` as AdelaiDepth's checkpoint
@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from tests.fixtures.annotators import seeded_state
+from webui.controlnet import annotators
 from webui.controlnet import preprocessors as pre
-from webui.controlnet.annotators import depth, leres, leres_boost, loading, midas
+from webui.controlnet.annotators import leres, leres_boost, loading, midas
 from webui.errors import InvalidRequest
 
 RESOLUTION = 64
@@ -127,14 +128,14 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     loader makes every network float32)."""
     root = tmp_path_factory.mktemp("annotators")
     half = {k: v.half() if v.is_floating_point() else v for k, v in _seeded(midas.DPTHybrid, 1).items()}
-    torch.save(half, root / depth.MIDAS_FILE)
+    torch.save(half, root / annotators.MIDAS_FILE)
     weights = {"module." + k: v.half() if v.is_floating_point() else v for k, v in _seeded(leres.LeReS, 2).items()}
     point_cloud = {"module.fc.weight": torch.zeros(2, 2)}  # AdelaiDepth keeps its shift/focal networks beside
     torch.save(
-        {"depth_model": weights, "shift_model": point_cloud, "focal_model": point_cloud}, root / depth.LERES_FILE
+        {"depth_model": weights, "shift_model": point_cloud, "focal_model": point_cloud}, root / annotators.LERES_FILE
     )
     merge = {k: v.half() for k, v in _seeded(leres_boost.MergeNet, 3).items()}
-    torch.save(merge, root / depth.LERES_BOOST_FILE)
+    torch.save(merge, root / annotators.LERES_BOOST_FILE)
     yield root
     loading.forget()
 
@@ -160,16 +161,16 @@ def test_the_networks_have_the_reference_tensor_names_and_shapes(network: str) -
 def test_the_files_load_strictly_under_their_real_layouts(folder: Path) -> None:
     from webui.weights.formats import read_state_dict
 
-    tensors = read_state_dict(folder / depth.LERES_FILE, wrappers=("depth_model",))  # "module." still on
+    tensors = read_state_dict(folder / annotators.LERES_FILE, wrappers=("depth_model",))  # "module." still on
     with torch.device("meta"):
         expected = {k: list(v.shape) for k, v in leres.LeReS().state_dict().items()}
     assert {k.removeprefix("module."): list(v.shape) for k, v in tensors.items()} == expected
-    for file, network in ((depth.MIDAS_FILE, "midas"), (depth.LERES_BOOST_FILE, "merge")):
+    for file, network in ((annotators.MIDAS_FILE, "midas"), (annotators.LERES_BOOST_FILE, "merge")):
         with torch.device("meta"):
             expected = {k: list(v.shape) for k, v in REFERENCE[network][0]().state_dict().items()}
         assert {k: list(v.shape) for k, v in read_state_dict(folder / file).items()} == expected, file
-    model = loading.network(folder / depth.LERES_FILE, leres.LeReS, wrapper="depth_model")
-    assert loading.network(folder / depth.LERES_FILE, leres.LeReS, wrapper="depth_model") is model
+    model = loading.network(folder / annotators.LERES_FILE, leres.LeReS, wrapper="depth_model")
+    assert loading.network(folder / annotators.LERES_FILE, leres.LeReS, wrapper="depth_model") is model
     assert not model.training
     assert next(model.parameters()).dtype == torch.float32
 
@@ -334,6 +335,6 @@ def test_a_depth_file_that_does_not_fit_is_named_not_a_traceback(tmp_path: Path)
     with pytest.raises(InvalidRequest, match=r"cannot use res101\.pth in .*holds no tensors"):
         pre.run("depth_leres", _image(), resolution=RESOLUTION, annotators=tmp_path)
 
-    (tmp_path / depth.MIDAS_FILE).write_bytes(b"<html>rate limited</html>")  # a failed download
+    (tmp_path / annotators.MIDAS_FILE).write_bytes(b"<html>rate limited</html>")  # a failed download
     with pytest.raises(InvalidRequest, match=r"^module: preprocessor 'depth' cannot use dpt_hybrid.*unrecognised"):
         pre.run("depth", _image(), resolution=RESOLUTION, annotators=tmp_path)

@@ -19,9 +19,8 @@ import pytest
 import torch
 
 from webui.controlnet import preprocessors as pre
-from webui.controlnet.annotators import loading, normal_bae
+from webui.controlnet.annotators import NORMAL_BAE_FILE, loading, normal_bae, normal_colours
 from webui.controlnet.annotators.efficientnet import EfficientNetB5
-from webui.controlnet.annotators.normal_map import NORMAL_BAE_FILE, colours
 from webui.errors import InvalidRequest
 
 RESOLUTION = 64
@@ -141,7 +140,7 @@ def test_the_map_is_the_unit_normals_coloured(folder: Path, normal: np.ndarray) 
     padded = np.pad(resized, [[0, 0], [0, -resized.shape[1] % 64], [0, 0]], mode="edge")
     normals = normal_bae.normals(model, padded)
     assert normals.shape == (64, 128, 3) and np.allclose(np.linalg.norm(normals, axis=2), 1.0, atol=1e-5)
-    assert (colours(normals)[:, : normal.shape[1]] == normal).all()
+    assert (normal_colours(normals)[:, : normal.shape[1]] == normal).all()
 
 
 def test_colours_follow_the_extension() -> None:
@@ -150,7 +149,9 @@ def test_colours_follow_the_extension() -> None:
     known = np.array(
         [[[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.6, 0.0, -0.8], [1.5, -2.0, 0.2]]], np.float32
     )
-    assert colours(known).tolist() == [[[127, 127, 255], [255, 127, 127], [127, 0, 127], [204, 127, 25], [255, 0, 153]]]
+    assert normal_colours(known).tolist() == [
+        [[127, 127, 255], [255, 127, 127], [127, 0, 127], [204, 127, 25], [255, 0, 153]]
+    ]
 
 
 def test_without_its_file_normal_bae_names_it(tmp_path: Path) -> None:

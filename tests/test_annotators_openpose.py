@@ -20,6 +20,7 @@ import pytest
 import torch
 from torch import nn
 
+from webui.controlnet import annotators
 from webui.controlnet import preprocessors as pre
 from webui.controlnet.annotators import loading, openpose, openpose_body, openpose_draw, openpose_face, openpose_hand
 from webui.errors import InvalidRequest
@@ -69,7 +70,7 @@ REFERENCE: dict[str, tuple[Callable[[], nn.Module], int, dict[str, list[int]]]] 
         },
     ),
 }
-FILES = {"body": openpose.BODY_FILE, "hand": openpose.HAND_FILE, "face": openpose.FACE_FILE}
+FILES = {"body": annotators.BODY_FILE, "hand": annotators.HAND_FILE, "face": annotators.FACE_FILE}
 
 # A person facing the viewer in a 200x240 image: (x, y) of the 18 COCO keypoints (nose, neck, right arm, left arm,
 # right leg, left leg, eyes, ears).
@@ -161,9 +162,9 @@ def test_seeded_networks_load_from_their_files_and_run(folder: Path) -> None:
     out = pre.run("openpose_full", _image(), resolution=64, annotators=folder)
     assert out.shape == (64, 80, 3) and out.dtype == np.uint8
     assert not out.any()  # random weights find nobody: a black canvas
-    body = loading.network(folder / openpose.BODY_FILE, openpose_body.BodyPoseNetwork)
+    body = loading.network(folder / annotators.BODY_FILE, openpose_body.BodyPoseNetwork)
     assert next(body.parameters()).dtype == torch.float32 and not body.training
-    assert loading.network(folder / openpose.BODY_FILE, openpose_body.BodyPoseNetwork) is body  # held
+    assert loading.network(folder / annotators.BODY_FILE, openpose_body.BodyPoseNetwork) is body  # held
     assert torch.equal(body.conv1_1.weight, _seeded(openpose_body.BodyPoseNetwork, 0)["conv1_1.weight"])
 
 
@@ -171,10 +172,10 @@ def test_the_hand_and_face_networks_run_on_a_crop(folder: Path, monkeypatch: pyt
     monkeypatch.setattr(openpose_hand, "SCALES", (0.5,))  # the reference's four scales reach 736 px: slow here
     monkeypatch.setattr(openpose_face, "INPUT_SIZE", 96)
     crop = _image(40, 40)
-    hand = loading.network(folder / openpose.HAND_FILE, openpose_hand.HandPoseNetwork)
+    hand = loading.network(folder / annotators.HAND_FILE, openpose_hand.HandPoseNetwork)
     points = openpose_hand.hand_keypoints(hand, crop)
     assert points.shape == (21, 2) and ((points >= 0) & (points < 40)).all()
-    face = loading.network(folder / openpose.FACE_FILE, openpose_face.FaceNetwork)
+    face = loading.network(folder / annotators.FACE_FILE, openpose_face.FaceNetwork)
     maps = openpose_face.face_heatmaps(face, crop)
     assert maps.shape == (71, 40, 40) and maps.dtype == np.float32
 
@@ -186,7 +187,7 @@ def test_each_name_draws_what_the_extension_draws(monkeypatch: pytest.MonkeyPatc
         calls.append((body, hand, face))
         return np.zeros_like(image)
 
-    monkeypatch.setattr(openpose, "detect_openpose", fake)
+    monkeypatch.setattr(annotators, "detect_openpose", fake)
     for file in FILES.values():
         (tmp_path / file).write_bytes(b"x")
     for name in NAMES:
@@ -215,13 +216,13 @@ def test_without_its_files_each_names_them(tmp_path: Path, name: str) -> None:
     assert pre.missing_files(pre.find(name), tmp_path) == list(needed)
     with pytest.raises(InvalidRequest, match=rf"^module: preprocessor '{name}' needs {', '.join(needed)} in .*never"):
         pre.run(name, _image(), resolution=64, annotators=tmp_path)
-    (tmp_path / openpose.BODY_FILE).write_bytes(b"x")
+    (tmp_path / annotators.BODY_FILE).write_bytes(b"x")
     assert pre.missing_files(pre.find(name), tmp_path) == list(needed[1:])
 
 
 def test_a_file_that_does_not_fit_is_named_not_a_traceback(folder: Path, tmp_path: Path) -> None:
-    hand = torch.load(folder / openpose.HAND_FILE)
-    torch.save(hand, tmp_path / openpose.BODY_FILE)  # the hand model where the body's belongs
+    hand = torch.load(folder / annotators.HAND_FILE)
+    torch.save(hand, tmp_path / annotators.BODY_FILE)  # the hand model where the body's belongs
     with pytest.raises(InvalidRequest) as info:
         pre.run("openpose", _image(), resolution=64, annotators=tmp_path)
     message = info.value.message
@@ -230,10 +231,10 @@ def test_a_file_that_does_not_fit_is_named_not_a_traceback(folder: Path, tmp_pat
     # conv1_1 to conv4_2 are the same layers in both
     assert "164 tensors missing (conv4_3_CPM.weight" in message and "84 unknown tensors (conv4_3.weight" in message
 
-    os.link(folder / openpose.BODY_FILE, tmp_path / "linked.pth")
-    (tmp_path / openpose.BODY_FILE).unlink()
-    (tmp_path / "linked.pth").rename(tmp_path / openpose.BODY_FILE)
-    (tmp_path / openpose.FACE_FILE).write_bytes(b"<html>rate limited</html>")  # a failed download
+    os.link(folder / annotators.BODY_FILE, tmp_path / "linked.pth")
+    (tmp_path / annotators.BODY_FILE).unlink()
+    (tmp_path / "linked.pth").rename(tmp_path / annotators.BODY_FILE)
+    (tmp_path / annotators.FACE_FILE).write_bytes(b"<html>rate limited</html>")  # a failed download
     with pytest.raises(InvalidRequest, match=r"^module: preprocessor 'openpose_faceonly' cannot use facenet\.pth in "):
         pre.run("openpose_faceonly", _image(), resolution=64, annotators=tmp_path)
 

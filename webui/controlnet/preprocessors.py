@@ -34,9 +34,6 @@ import cv2
 import numpy as np
 
 from webui.controlnet import annotators as nets
-from webui.controlnet.annotators import depth as depth_nets
-from webui.controlnet.annotators import normal_map
-from webui.controlnet.annotators import openpose as pose_nets
 from webui.errors import GenerationFailed, InvalidRequest, ModelLoadError
 
 Array = np.ndarray
@@ -210,8 +207,8 @@ _NETWORKS = (
     ),
     Preprocessor(
         "normal_bae",
-        lambda image, folder: normal_map.detect_normal_bae(image, folder),
-        needs=(normal_map.NORMAL_BAE_FILE,),
+        lambda image, folder: nets.detect_normal_bae(image, folder),
+        needs=(nets.NORMAL_BAE_FILE,),
     ),
 )
 
@@ -220,25 +217,23 @@ _REMOVE_BACKGROUND = Slider("Remove Background %", 0, 0, 100)
 _DEPTH = (
     Preprocessor(
         "depth",
-        lambda image, folder: depth_nets.detect_midas(image, folder),
-        needs=(depth_nets.MIDAS_FILE,),
+        lambda image, folder: nets.detect_midas(image, folder),
+        needs=(nets.MIDAS_FILE,),
         aliases=("depth_midas",),
     ),
     Preprocessor(
         "depth_leres",
-        lambda image, folder, a, b: depth_nets.detect_leres(image, folder, remove_near=a, remove_background=b),
+        lambda image, folder, a, b: nets.detect_leres(image, folder, remove_near=a, remove_background=b),
         _REMOVE_NEAR,
         _REMOVE_BACKGROUND,
-        needs=(depth_nets.LERES_FILE,),
+        needs=(nets.LERES_FILE,),
     ),
     Preprocessor(
         "depth_leres++",
-        lambda image, folder, a, b: depth_nets.detect_leres(
-            image, folder, remove_near=a, remove_background=b, boost=True
-        ),
+        lambda image, folder, a, b: nets.detect_leres(image, folder, remove_near=a, remove_background=b, boost=True),
         _REMOVE_NEAR,
         _REMOVE_BACKGROUND,
-        needs=(depth_nets.LERES_FILE, depth_nets.LERES_BOOST_FILE),
+        needs=(nets.LERES_FILE, nets.LERES_BOOST_FILE),
     ),
 )
 
@@ -247,10 +242,10 @@ _DEPTH = (
 _POSE = tuple(
     Preprocessor(
         name,
-        lambda image, folder, body=body, hand=hand, face=face: pose_nets.detect_openpose(
+        lambda image, folder, body=body, hand=hand, face=face: nets.detect_openpose(
             image, folder, body=body, hand=hand, face=face
         ),
-        needs=(pose_nets.BODY_FILE,) + (pose_nets.HAND_FILE,) * hand + (pose_nets.FACE_FILE,) * face,
+        needs=(nets.BODY_FILE,) + (nets.HAND_FILE,) * hand + (nets.FACE_FILE,) * face,
     )
     for name, body, hand, face in (
         ("openpose", True, False, False),
