@@ -286,7 +286,8 @@ def _row(table: str, name: str) -> str:
 
 
 def test_the_table_lists_every_extension_with_its_status_and_why_one_failed(service: GenerationService) -> None:
-    table = extensions_table(service, {"image-stats": "its tab could not be built"})
+    service.plugins.get("image-stats").tab_error = "its tab could not be built"
+    table = extensions_table(service)
     for name in ("image-stats", "latent-mirror", "watermark", "recorder", "broken"):
         assert f'data-extension="{name}"' in table
     broken = _row(table, "broken")
@@ -300,7 +301,8 @@ def test_the_table_lists_every_extension_with_its_status_and_why_one_failed(serv
     )
     assert "Stamps a short text" in watermark and "easel-ext-enabled" in watermark
     assert "its tab could not be built" in _row(table, "image-stats")
-    assert "<script>" not in extensions_table(service, {"recorder": "<script>"})  # escaped
+    service.plugins.get("recorder").tab_error = "<script>"
+    assert "<script>" not in extensions_table(service)  # escaped
 
 
 def test_saving_settings_names_a_bad_value_saves_nothing_then_saves_a_good_form(service: GenerationService) -> None:
@@ -403,6 +405,7 @@ def test_the_page_has_the_extensions_tab_and_the_extensions_tabs_and_survives_a_
     (load,) = [f for f in page.fns.values() if getattr(f.fn, "__name__", "") == "on_load"]
     filled = {o.elem_id: v for o, v in zip(load.outputs, load.fn(None), strict=True)}
     assert "could not build its tab" in _row(filled["extensions_table"], "bad-tab")
+    assert service.plugins.get("bad-tab").tab_error.startswith("The extension 'bad-tab' could not build its tab")
     assert filled["extensions_watermark_setting_default_text"] == "LATER"
     assert filled["extensions_watermark_enabled"] is True
 

@@ -70,6 +70,7 @@ class Extension:
     source: str = "folder"  # "folder" or "package"
     status: str = "enabled"  # enabled | disabled | failed | refused
     error: str = ""
+    tab_error: str = ""  # set by the page when building one of its tabs raised (the extension keeps running)
     module: ModuleType | None = None
     settings: list[Setting] = field(default_factory=list)
     arguments: list[Setting] = field(default_factory=list)

@@ -123,11 +123,10 @@ def extension_sections(service: GenerationService, text: str) -> Any:
 ExtensionTab = tuple[str, Callable[[], None]]  # (tab label, builds the tab's widgets inside it)
 
 
-def build_extension_tabs(service: GenerationService, extra: Sequence[ExtensionTab] = ()) -> dict[str, str]:
+def build_extension_tabs(service: GenerationService, extra: Sequence[ExtensionTab] = ()) -> None:
     """Every running extension's tabs (``PluginHost.tabs``), then ``extra`` ones, each in its own ``gr.Tab``
-    (``elem_id`` ``tab_ext_<name>``, ``_2``... for a second tab). Returns the errors of builds that raised, by
-    extension name: those tabs show the error in words instead."""
-    errors: dict[str, str] = {}
+    (``elem_id`` ``tab_ext_<name>``, ``_2``... for a second tab). A build that raises leaves its tab showing the error
+    in words, recorded on the extension (``Extension.tab_error``) for the Extensions tab and the API."""
     found = service.plugins.tabs() if service.plugins is not None else []
     counts: dict[str, int] = {}
     for ext, tab in found:
@@ -137,11 +136,10 @@ def build_extension_tabs(service: GenerationService, extra: Sequence[ExtensionTa
         with gr.Tab(tab.label, id=f"ext_{elem_name(ext.name)}{suffix}", elem_id=elem):
             error = guarded_build(ext.name, tab, elem)
         if error:
-            errors[ext.name] = error
+            ext.tab_error = error
     for label, build in extra:
         with gr.Tab(label, elem_id=f"tab_ext_{label.lower().replace(' ', '_')}"):
             build()
-    return errors
 
 
 def guarded_build(name: str, tab: Tab, elem: str) -> str | None:
@@ -171,7 +169,6 @@ def guarded_build(name: str, tab: Tab, elem: str) -> str | None:
 class ExtensionsTab:
     widgets: list[Any] = field(default_factory=list)  # what the page's load refreshes
     current_values: Callable[[], tuple[Any, ...]] = lambda: ()
-    tab_errors: dict[str, str] = field(default_factory=dict)  # filled once the extensions' tabs are built
 
 
 def build_extensions_tab(service: GenerationService) -> ExtensionsTab:
@@ -188,7 +185,7 @@ def build_extensions_tab(service: GenerationService) -> ExtensionsTab:
         + (f" Extensions folder: `{folder}`." if folder is not None else ""),
         elem_classes=["easel-info"],
     )
-    table = gr.HTML(extensions_table(service, result.tab_errors), elem_id="extensions_table")
+    table = gr.HTML(extensions_table(service), elem_id="extensions_table")
     checkboxes: list[gr.Checkbox] = []
     setting_forms: list[tuple[str, list[Setting], list[Any]]] = []
     for ext in plugins.extensions:
@@ -205,7 +202,7 @@ def build_extensions_tab(service: GenerationService) -> ExtensionsTab:
                 toggled = gr.HTML("", elem_id=f"{part}_enabled_status")
             checkboxes.append(enabled)
             enabled.input(
-                lambda on, name=ext.name: toggle_extension(service, name, on, result.tab_errors),
+                lambda on, name=ext.name: toggle_extension(service, name, on),
                 inputs=[enabled],
                 outputs=[toggled, table],
                 show_progress="hidden",
@@ -232,12 +229,12 @@ def build_extensions_tab(service: GenerationService) -> ExtensionsTab:
                 )
     if not plugins.extensions:
         gr.Markdown("No extensions found.", elem_id="extensions_none")
-    _build_install(service, table, result.tab_errors)
+    _build_install(service, table)
 
     def current_values() -> tuple[Any, ...]:
         """What a fresh page shows: the table (with the tabs' build errors), the Enabled boxes and the settings as
         saved now, not as they were when the page was built."""
-        values: list[Any] = [extensions_table(service, result.tab_errors)]
+        values: list[Any] = [extensions_table(service)]
         values += [plugins.is_enabled_at_next_start(ext.name) for ext in plugins.extensions]
         for name, specs, _ in setting_forms:
             saved = plugins.settings_of(name)
@@ -249,7 +246,7 @@ def build_extensions_tab(service: GenerationService) -> ExtensionsTab:
     return result
 
 
-def _build_install(service: GenerationService, table: gr.HTML, tab_errors: dict[str, str]) -> None:
+def _build_install(service: GenerationService, table: gr.HTML) -> None:
     refusal = installer.install_refusal(service.settings.host, service.settings.allow_extension_install)
     gr.Markdown("### Install", elem_id="extensions_install_title")
     with gr.Row(equal_height=True):
@@ -262,16 +259,14 @@ def _build_install(service: GenerationService, table: gr.HTML, tab_errors: dict[
     note = refusal or "A folder is copied, a URL cloned (git clone --depth 1); either loads at the next start."
     status = gr.HTML(message_html(note, "info"), elem_id="extensions_install_status")
     button.click(
-        lambda text: install_extension(service, text, tab_errors),
+        lambda text: install_extension(service, text),
         inputs=[source],
         outputs=[status, table],
         concurrency_limit=1,
     )
 
 
-def toggle_extension(
-    service: GenerationService, name: str, enabled: bool, tab_errors: dict[str, str] | None = None
-) -> tuple[str, str]:
+def toggle_extension(service: GenerationService, name: str, enabled: bool) -> tuple[str, str]:
     """The Enabled checkbox: remember the choice (it takes effect at the next start) and say so; (message, table)."""
     plugins = service.plugins
     if plugins is None:
@@ -279,7 +274,7 @@ def toggle_extension(
     try:
         plugins.set_enabled(name, bool(enabled))
     except EaselError as exc:
-        return message_html(str(exc), "error"), extensions_table(service, tab_errors)
+        return message_html(str(exc), "error"), extensions_table(service)
     ext = plugins.get(name)
     runs_now = ext is not None and ext.status != "disabled"
     word = "enabled" if enabled else "disabled"
@@ -287,7 +282,7 @@ def toggle_extension(
         text = f"'{name}' stays {word} at the next start, as it is now."
     else:
         text = f"'{name}' will be {word}: this {NEXT_START}."
-    return message_html(text, "info"), extensions_table(service, tab_errors)
+    return message_html(text, "info"), extensions_table(service)
 
 
 def save_extension_settings(
@@ -306,9 +301,7 @@ def save_extension_settings(
     return (message_html(f"Saved the settings of '{name}'; jobs from now on use them.", "info"), *(saved[s.key] for s in specs))  # fmt: skip
 
 
-def install_extension(
-    service: GenerationService, source: str, tab_errors: dict[str, str] | None = None
-) -> tuple[str, str]:
+def install_extension(service: GenerationService, source: str) -> tuple[str, str]:
     """Install's handler: (message, table). Checks again that installing is allowed: a disabled button does not
     stop a request made by hand."""
     settings = service.settings
@@ -325,7 +318,7 @@ def install_extension(
     except Exception as exc:  # a bug must still end in words on the page
         log.exception("installing %r failed", source)
         return message_html(f"Could not install: {type(exc).__name__}: {exc}", "error"), gr.update()
-    return message_html(done.message, "info"), extensions_table(service, tab_errors)
+    return message_html(done.message, "info"), extensions_table(service)
 
 
 # -- the table ---------------------------------------------------------------------------------------------------
@@ -333,20 +326,17 @@ def install_extension(
 _HEADERS = ("Extension", "Version", "Plugin API", "Source", "Status", "Next start", "Description")
 
 
-def extensions_table(service: GenerationService, tab_errors: dict[str, str] | None = None) -> str:
+def extensions_table(service: GenerationService) -> str:
     """The Extensions tab's table as HTML: one row per extension the host found, then the folders installed since
     the start (they load at the next one)."""
     plugins = service.plugins
     if plugins is None:
         return message_html("Extensions are disabled (--disable-extensions).", "info")
-    tab_errors = tab_errors or {}
     rows = []
     for ext in plugins.extensions:
         next_on = plugins.is_enabled_at_next_start(ext.name)
         runs_now = ext.status != "disabled"
-        notes = [ext.error] if ext.error else []
-        if ext.name in tab_errors:
-            notes.append(tab_errors[ext.name])
+        notes = [note for note in (ext.error, ext.tab_error) if note]
         status = f'<span class="easel-ext-status easel-ext-{escape(ext.status)}">{escape(ext.status)}</span>'
         status += "".join(f'<div class="easel-ext-error">{escape(note)}</div>' for note in notes)
         changes = next_on != runs_now

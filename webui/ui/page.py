@@ -123,7 +123,7 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
                 settings_tab = build_settings_tab(service)
             with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
                 extensions_tab = build_extensions_tab(service)
-            extensions_tab.tab_errors.update(build_extension_tabs(service, extension_tabs))
+            build_extension_tabs(service, extension_tabs)
 
         # -- crossing tabs -------------------------------------------------------------------------------
         img2img_image = tabs_by_mode[Mode.IMG2IMG].widgets["init_image"]
