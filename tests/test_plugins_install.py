@@ -89,6 +89,10 @@ def test_a_local_folder_is_copied_under_its_manifests_name_and_then_loads(tmp_pa
     (ext,) = host.load()
     assert (ext.name, ext.status, ext.version) == ("colour-picker", "enabled", "0.2")
     assert host.settings_of("colour-picker") == {"colour": "red"}
+    assert host.installed_since_start() == []
+    later = install(str(_extension(tmp_path / "elsewhere", "later")), folder)
+    (folder / ".install-leftover").mkdir()  # hidden: never an extension
+    assert host.installed_since_start() == [later.path]  # listed until the next start loads it
 
 
 def test_a_folder_without_a_manifest_a_relative_path_or_a_taken_name_is_refused(tmp_path: Path) -> None:

@@ -155,6 +155,7 @@ class PluginHost:
         self.extensions: list[Extension] = []
         self._lock = threading.Lock()
         self._state = self._read_state()
+        self._found_folders: set[str] = set()  # the folders ``load`` looked at
 
     # -- discovery and loading ---------------------------------------------------------------------------------
     def load(self) -> list[Extension]:
@@ -186,10 +187,20 @@ class PluginHost:
         return self.extensions
 
     def _folders(self) -> Iterable[Extension]:
-        if not self.folder.is_dir():
-            return
-        for path in sorted(p for p in self.folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+        folders = self._extension_folders()
+        self._found_folders = {path.name for path in folders}
+        for path in folders:
             yield self._from_folder(path)
+
+    def _extension_folders(self) -> list[Path]:
+        """The folders in the extensions folder that are extensions' (not hidden, not ``_``-prefixed), sorted."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+
+    def installed_since_start(self) -> list[Path]:
+        """Extension folders that appeared after ``load`` (installed since the start): they load at the next one."""
+        return [path for path in self._extension_folders() if path.name not in self._found_folders]
 
     def _from_folder(self, path: Path) -> Extension:
         ext = Extension(name=path.name, path=path)

@@ -30,6 +30,7 @@ from webui.errors import (
 from webui.outputs.history import HistoryIndex
 from webui.outputs.saving import save_image
 from webui.pipeline.hires import LATENT_UPSCALERS
+from webui.plugins import install as installer
 from webui.plugins.manager import PluginHost
 from webui.preferences import Preferences, PreferencesStore
 from webui.service.jobs import Job
@@ -216,6 +217,20 @@ class GenerationService:
         updated = self.preferences.update(**changes)
         self._apply_preferences()
         return updated
+
+    # -- extensions ------------------------------------------------------------------------------------
+    def install_extension(self, source: str) -> str:
+        """Install an extension from a local folder path or a git URL into the extensions folder (it loads at the
+        next start); the message saying so. Refused (``EaselError``, in words) when extensions are off, or when
+        Easel listens beyond this machine without ``--allow-extension-install``: installing runs someone else's
+        code here. A bad source is an ``InvalidRequest`` naming ``source``."""
+        if self.plugins is None:
+            raise EaselError("Extensions are disabled (--disable-extensions): nothing can be installed.")
+        refusal = installer.install_refusal(self.settings.host, self.settings.allow_extension_install)
+        if refusal is not None:
+            raise EaselError(refusal)
+        taken = [ext.name for ext in self.plugins.extensions]  # loaded or not, from the folder or a package
+        return installer.install(source, self.settings.extensions_dir, taken=taken).message
 
     # -- ControlNet and upscalers ---------------------------------------------------------------------
     def controlnet_models(self) -> list[str]:

@@ -302,23 +302,16 @@ def save_extension_settings(
 
 
 def install_extension(service: GenerationService, source: str) -> tuple[str, str]:
-    """Install's handler: (message, table). Checks again that installing is allowed: a disabled button does not
-    stop a request made by hand."""
-    settings = service.settings
-    refusal = installer.install_refusal(settings.host, settings.allow_extension_install)
-    if service.plugins is None:
-        refusal = "Extensions are disabled (--disable-extensions): nothing can be installed."
-    if refusal is not None:
-        return message_html(refusal, "error"), gr.update()
-    taken = [ext.name for ext in service.plugins.extensions]
+    """Install's handler: (message, table). The service checks again that installing is allowed: a disabled button
+    does not stop a request made by hand."""
     try:
-        done = installer.install(source, settings.extensions_dir, taken=taken)
+        message = service.install_extension(source)
     except EaselError as exc:
         return message_html(str(exc), "error"), gr.update()
     except Exception as exc:  # a bug must still end in words on the page
         log.exception("installing %r failed", source)
         return message_html(f"Could not install: {type(exc).__name__}: {exc}", "error"), gr.update()
-    return message_html(done.message, "info"), extensions_table(service)
+    return message_html(message, "info"), extensions_table(service)
 
 
 # -- the table ---------------------------------------------------------------------------------------------------
@@ -343,7 +336,7 @@ def extensions_table(service: GenerationService) -> str:
         next_text = ("enabled" if next_on else "disabled") + (" (changes)" if changes else "")
         next_cell = f'<span class="easel-ext-next{" easel-ext-changes" if changes else ""}">{escape(next_text)}</span>'
         rows.append((ext.name, ext.version, ext.api, _source(ext), status, next_cell, ext.description))
-    for path in _installed_since(service):
+    for path in plugins.installed_since_start():
         status = '<span class="easel-ext-status easel-ext-installed">installed</span>'
         next_cell = '<span class="easel-ext-next easel-ext-changes">loads</span>'
         rows.append((path.name, "", "", _source_text("folder", path), status, next_cell, ""))
@@ -373,17 +366,3 @@ def _source_text(kind: str, path: Path | None) -> str:
     if path is None:
         return escape(kind)
     return f'{escape(kind)}<div class="easel-ext-path" title="{escape(str(path))}">{escape(path.name)}/</div>'
-
-
-def _installed_since(service: GenerationService) -> list[Path]:
-    """Folders in the extensions folder the host has not seen: installed since the start."""
-    folder = service.settings.extensions_dir
-    plugins = service.plugins
-    if folder is None or plugins is None or not Path(folder).is_dir():
-        return []
-    known = {ext.path.resolve() for ext in plugins.extensions if ext.path is not None}
-    return sorted(
-        p
-        for p in Path(folder).iterdir()
-        if p.is_dir() and not p.name.startswith((".", "_")) and p.resolve() not in known
-    )
