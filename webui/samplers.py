@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from webui.errors import InvalidRequest
+from webui.errors import UnknownSampler
 
 SIGMA_SCHEDULES = ("Karras", "Exponential", "Beta")
 
@@ -155,13 +155,13 @@ def resolve(sampler_name: str, schedule: str | None = None) -> tuple[Sampler, st
                     schedule = label
                 break
     if sampler is None:
-        raise InvalidRequest(
+        raise UnknownSampler(
             "sampler_name", f"unknown sampler '{sampler_name}' (allowed: {', '.join(sampler_names())})"
         )
 
     sched = _SCHEDULES_BY_NAME.get((schedule or "automatic").strip().lower())
     if sched is None:
-        raise InvalidRequest(
+        raise UnknownSampler(
             "scheduler", f"unknown schedule type '{schedule}' (allowed: {', '.join(schedule_labels())})"
         )
     label = sampler.default_schedule if sched.label == "Automatic" else sched.label
@@ -170,7 +170,7 @@ def resolve(sampler_name: str, schedule: str | None = None) -> tuple[Sampler, st
             label = "Uniform"
         else:
             allowed = ", ".join(["Automatic", "Uniform", "SGM Uniform", *sampler.sigma_schedules])
-            raise InvalidRequest(
+            raise UnknownSampler(
                 "scheduler", f"'{label}' does not apply to sampler '{sampler.name}' (allowed: {allowed})"
             )
     return sampler, label

@@ -503,19 +503,18 @@ def _refuse_unsupported_extras(body: ExtraSingleImageBody) -> None:
 
 def error_status(exc: EaselError) -> int:
     """A1111's status codes where it has one: 400 unknown sampler, 422 unknown script or bad value; 429 (with
-    Retry-After) when the queue is full. An error renamed to A1111's field name keeps its original's status."""
-    from webui.errors import JobNotFound, ModelLoadError, QueueFull
+    Retry-After) when the queue is full. Decided by the error's class, so renaming a field keeps it."""
+    from webui.errors import JobNotFound, ModelLoadError, QueueFull, UnknownSampler
 
-    original = getattr(exc, "renamed_from", None)
-    if isinstance(original, EaselError):
-        return error_status(original)
     declared = getattr(exc, "http_status", None)
     if isinstance(declared, int):
         return declared
     if isinstance(exc, JobNotFound):
         return 404
+    if isinstance(exc, UnknownSampler):
+        return 400
     if isinstance(exc, InvalidRequest):
-        return 400 if exc.field in ("sampler_name", "scheduler") else 422
+        return 422
     if isinstance(exc, convert.ScriptNotFound):
         return 422
     if isinstance(exc, ModelNotFound):

@@ -15,7 +15,7 @@ from typing import Any
 from webui import __version__, samplers
 from webui.api import controlnet
 from webui.api.schemas import Img2ImgBody, Txt2ImgBody
-from webui.errors import EaselError, InvalidRequest, ModelNotFound
+from webui.errors import EaselError, InvalidRequest
 from webui.images import decode_image, encode_png_base64
 from webui.outputs.infotext import parse_infotext, request_fields_from_infotext
 from webui.preferences import Preferences
@@ -266,8 +266,8 @@ def a1111_names(body: Txt2ImgBody) -> dict[str, str]:
 
 def a1111_error(exc: EaselError, names: Mapping[str, str]) -> EaselError:
     """``exc`` naming the field as the client sent it (``names``: Easel's field → A1111's), e.g. ``clip_skip`` →
-    ``override_settings.CLIP_stop_at_last_layers``. The renamed error keeps the original as ``renamed_from``, so
-    its HTTP status stays the original's; errors of other kinds, or already named right, come back unchanged."""
+    ``override_settings.CLIP_stop_at_last_layers``. A copy of the same class, so its HTTP status (decided by the
+    class) stays; errors without a field, or already named right, come back unchanged."""
     field = getattr(exc, "field", None)
     if not isinstance(field, str):
         return exc
@@ -279,15 +279,12 @@ def a1111_error(exc: EaselError, names: Mapping[str, str]) -> EaselError:
     rest = text[len(field) :] if text.startswith(f"{field}:") else f": {text}"
     if name == "infotext":  # which of the infotext's values is at fault
         rest = f": {A1111_FIELDS.get(own, own)}{rest}"
-    renamed: EaselError
-    if isinstance(exc, ModelNotFound):
-        renamed = ModelNotFound(name, exc.name)
-        renamed.args = (f"{name}{rest}",)
-    elif type(exc) is InvalidRequest:
-        renamed = InvalidRequest(name, rest.removeprefix(": "))
-    else:
-        return exc
-    renamed.renamed_from = exc  # type: ignore[attr-defined]
+    renamed = type(exc).__new__(type(exc))  # the same class, attributes copied (its __init__ wants other args)
+    renamed.__dict__.update(vars(exc))
+    renamed.field = name  # type: ignore[attr-defined]
+    renamed.args = (f"{name}{rest}",)
+    if isinstance(renamed, InvalidRequest):
+        renamed.message = rest.removeprefix(": ")
     return renamed
 
 
