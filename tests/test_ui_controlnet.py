@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 
 from tests.test_service import FakeEngine
 from webui.choices import ResizeMode
-from webui.controlnet.units import MAX_UNITS, ControlMode, ControlNetUnit, HiresOption
+from webui.controlnet.units import DEFAULT_RESOLUTION, MAX_UNITS, ControlMode, ControlNetUnit, HiresOption
 from webui.errors import InvalidRequest
 from webui.outputs.infotext import format_infotext
 from webui.preferences import Preferences
@@ -464,6 +464,13 @@ def test_an_infotext_fills_units_and_disables_the_others() -> None:
     )
     assert key(0, "image") not in values  # a picture cannot come back from a text
     assert forms.values_from_infotext(_infotext(canny), units=0).keys().isdisjoint({key(0, "enabled")})
+    unknown = forms.unit_widget_values({"module": "sharpen", "threshold_a": 7.0})  # not Easel's: as the text says
+    assert (unknown["module"], unknown["threshold_a"], unknown["threshold_b"], unknown["processor_res"]) == (
+        "sharpen",
+        7.0,
+        -1,
+        DEFAULT_RESOLUTION,
+    )
     old = _infotext(canny).replace("Crop and Resize", "Inner Fit (Scale to Fit)")  # the extension's old label
     assert forms.values_from_infotext(old, units=1)[key(0, "resize_mode")] == "Crop and Resize"
 

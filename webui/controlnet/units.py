@@ -22,6 +22,7 @@ from webui.errors import InvalidRequest
 
 NO_MODEL = "None"
 MAX_UNITS = 8
+DEFAULT_RESOLUTION = 512  # the preprocessor resolution the extension's -1 ("default") stands for
 
 
 class ControlMode(str, Enum):
@@ -153,7 +154,7 @@ class ControlNetUnit(BaseModel):
         """The preprocessor resolution: "pixel perfect" derives it from the output size as the extension does."""
         if self.pixel_perfect and image_size is not None:
             return pixel_perfect_resolution(image_size, width, height, self.resize_mode)
-        return self.processor_res if self.processor_res != -1 else 512
+        return self.processor_res if self.processor_res != -1 else DEFAULT_RESOLUTION
 
     def thresholds(self) -> tuple[float, float]:
         pre = self.preprocessor

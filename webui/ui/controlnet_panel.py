@@ -24,7 +24,7 @@ from typing import Any
 import gradio as gr
 
 from webui.controlnet import preprocessors
-from webui.controlnet.units import NO_MODEL
+from webui.controlnet.units import DEFAULT_RESOLUTION, NO_MODEL, ControlNetUnit
 from webui.errors import EaselError, InvalidRequest
 from webui.service.service import GenerationService
 from webui.types import Mode
@@ -96,7 +96,7 @@ def slider_updates(
         return tuple(KEEP if v is None else gr.update(value=v) for v in values)  # type: ignore[return-value]
     res = gr.update(
         visible=pre.uses_resolution and not pixel_perfect,
-        value=forms.DEFAULT_RESOLUTION if processor_res is None else processor_res,
+        value=DEFAULT_RESOLUTION if processor_res is None else processor_res,
     )
     return res, _threshold(pre.threshold_a, threshold_a), _threshold(pre.threshold_b, threshold_b)
 
@@ -135,7 +135,7 @@ def build_preprocessor_widgets(service: GenerationService, elem: str) -> Preproc
     return PreprocessorWidgets(
         module=module,
         processor_res=FieldSlider(
-            64, 2048, value=forms.DEFAULT_RESOLUTION, step=1, label="Preprocessor Resolution", visible=False,
+            64, 2048, value=DEFAULT_RESOLUTION, step=1, label="Preprocessor Resolution", visible=False,
             elem_id=f"{elem}_processor_res", render=False,
         ),
         threshold_a=FieldSlider(
@@ -439,8 +439,11 @@ def tab_preview(
     return detected.image, message_html(_map_caption(unit.module, detected), "info")
 
 
-# A unit's starting values, for the tab's preview (it has no weight or steps of its own).
-UNIT_DEFAULTS: dict[str, Any] = {"enabled": False, "weight": 1.0, "guidance_start": 0.0, "guidance_end": 1.0}
+# The tab's preview has no weight or steps of its own: a unit's defaults (not enabled: it has no model).
+UNIT_DEFAULTS: dict[str, Any] = {
+    "enabled": False,
+    **{name: ControlNetUnit.model_fields[name].default for name in ("weight", "guidance_start", "guidance_end")},
+}
 
 
 def use_in_unit(image: Any, module: str | None, res: Any, a: Any, b: Any) -> tuple[Any, ...]:

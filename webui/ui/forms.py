@@ -115,10 +115,11 @@ UNIT_FIELDS = (
     "threshold_b",
     "hr_option",
 )
+# The preprocessor's sliders, whose ranges and meaning follow the chosen preprocessor.
+SLIDER_FIELDS = ("processor_res", "threshold_a", "threshold_b")
 UNIT_RESIZE_NAMES = list(UNIT_RESIZE_LABELS.values())
 CONTROL_MODES = [m.value for m in ControlMode]
 HIRES_OPTIONS = [m.value for m in HiresOption]
-DEFAULT_RESOLUTION = 512  # what the extension's -1 means, and its slider's starting value
 _UNIT_KEY = re.compile(r"^controlnet_units\[(\d+)\]\.(\w+)$")
 _UNIT_REF = re.compile(r"controlnet_units\[(\d+)\]")
 
@@ -433,16 +434,18 @@ def _hires_values(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 def unit_widget_values(fields: Mapping[str, Any]) -> dict[str, Any]:
     """A unit's widget values from its infotext fields (``units_from_infotext``), enabled: labels as the radios
-    show them, the extension's -1 ("default") as the value it stands for. Unreadable labels pass through, for the
-    request to name. The image cannot come back from a text."""
+    show them, the extension's -1 ("default") as the value it stands for (the unit's own rules). Unreadable labels
+    and an unknown preprocessor's values pass through, for the request to name. The image cannot come back."""
     values: dict[str, Any] = {"enabled": True}
-    module = str(fields.get("module", "none"))
+    given = {name: fields[name] for name in ("module", *SLIDER_FIELDS) if name in fields}
+    unit = ControlNetUnit(**{**given, "module": str(given.get("module", "none"))})
     try:
-        pre: preprocessors.Preprocessor | None = preprocessors.find(module)
-        module = pre.name
-    except InvalidRequest:
-        pre = None
-    values["module"] = module
+        values["module"] = unit.preprocessor.name
+        values["threshold_a"], values["threshold_b"] = unit.thresholds()
+    except InvalidRequest:  # not a preprocessor Easel knows
+        values["module"] = unit.module
+        values["threshold_a"], values["threshold_b"] = unit.threshold_a, unit.threshold_b
+    values["processor_res"] = unit.resolution(0, 0, None)  # no image: its own setting, -1 the default
     for name in ("model", "weight", "guidance_start", "guidance_end", "pixel_perfect"):
         if name in fields:
             values[name] = fields[name]
@@ -450,12 +453,6 @@ def unit_widget_values(fields: Mapping[str, Any]) -> dict[str, Any]:
         values["resize_mode"] = _unit_label(fields["resize_mode"], "resize_mode", UNIT_RESIZE_LABELS)
     if "control_mode" in fields:
         values["control_mode"] = _unit_label(fields["control_mode"], "control_mode", None)
-    res = fields.get("processor_res", -1)
-    values["processor_res"] = DEFAULT_RESOLUTION if res == -1 else res
-    for name in ("threshold_a", "threshold_b"):
-        slider = getattr(pre, name) if pre is not None else None
-        value = fields.get(name, -1)
-        values[name] = slider.default if slider is not None and value == -1 else value
     return values
 
 
