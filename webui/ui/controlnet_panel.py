@@ -56,7 +56,8 @@ class PreprocessorWidgets:
 
     @property
     def sliders(self) -> list[FieldSlider]:
-        return [self.processor_res, self.threshold_a, self.threshold_b]
+        """The three sliders, in ``forms.SLIDER_FIELDS`` order."""
+        return [getattr(self, name) for name in forms.SLIDER_FIELDS]
 
 
 def preprocessor_choices(service: GenerationService) -> list[tuple[str, str]]:
@@ -115,24 +116,18 @@ def _threshold(slider: preprocessors.Slider | None, value: Any) -> Any:
     )
 
 
-def resolution_visibility(module: str | None, pixel_perfect: bool) -> Any:
-    """Pixel perfect computes the resolution from the output size, so its slider goes away, as in the extension."""
-    try:
-        pre = preprocessors.find(module or "none")
-    except InvalidRequest:
-        return KEEP
-    return gr.update(visible=pre.uses_resolution and not pixel_perfect)
-
-
-def build_preprocessor_widgets(service: GenerationService, elem: str) -> PreprocessorWidgets:
+def build_preprocessor_widgets(
+    service: GenerationService, elem: str, pixel_perfect: gr.Checkbox | None = None
+) -> PreprocessorWidgets:
     """The menu (``none`` first, as in the extension), placed here, and its three sliders, hidden until a
     preprocessor uses them and left for the caller to ``render`` where they go. The sliders follow the menu when
-    the user picks (``input``), so a fill that sets all four at once is not undone by a ``change``."""
+    the user picks (``input``), so a fill that sets all four at once is not undone by a ``change``; with a unit's
+    ``pixel_perfect`` box, the resolution slider goes while pixel perfect derives it, as in the extension."""
     module = gr.Dropdown(
         preprocessor_choices(service), value="none", label="Preprocessor", allow_custom_value=True,
         elem_id=f"{elem}_module", scale=3,
     )  # fmt: skip
-    return PreprocessorWidgets(
+    pre = PreprocessorWidgets(
         module=module,
         processor_res=FieldSlider(
             64, 2048, value=DEFAULT_RESOLUTION, step=1, label="Preprocessor Resolution", visible=False,
@@ -145,6 +140,21 @@ def build_preprocessor_widgets(service: GenerationService, elem: str) -> Preproc
             1, 255, value=200, step=1, label="Threshold B", visible=False, elem_id=f"{elem}_threshold_b", render=False
         ),
     )  # fmt: skip
+    perfect = [] if pixel_perfect is None else [pixel_perfect]
+    module.input(
+        lambda name, *on: slider_updates(name, pixel_perfect=bool(on and on[0])),
+        inputs=[module, *perfect],
+        outputs=pre.sliders,
+        show_progress="hidden",
+    )
+    if pixel_perfect is not None:  # the resolution slider shown or not, its value kept
+        pixel_perfect.input(
+            lambda name, on, res: slider_updates(name, processor_res=res, pixel_perfect=bool(on))[0],
+            inputs=[module, pixel_perfect, pre.processor_res],
+            outputs=[pre.processor_res],
+            show_progress="hidden",
+        )
+    return pre
 
 
 def render_sliders(pre: PreprocessorWidgets) -> None:
@@ -162,6 +172,7 @@ def render_sliders(pre: PreprocessorWidgets) -> None:
 class UnitWidgets:
     index: int
     widgets: dict[str, Any]  # ControlNetUnit field -> widget, in ``forms.unit_fields(mode)`` order
+    pre: PreprocessorWidgets  # the unit's menu and sliders (also in ``widgets``), wired to each other
     preview: gr.Button
     detected: gr.Image
     message: gr.HTML
@@ -222,7 +233,7 @@ def _build_unit(mode: Mode, service: GenerationService, index: int, elem: str) -
         w["enabled"] = gr.Checkbox(False, label="Enable", elem_id=f"{elem}_enabled")
         w["pixel_perfect"] = gr.Checkbox(False, label="Pixel Perfect", elem_id=f"{elem}_pixel_perfect")
     with gr.Row(equal_height=True):
-        pre = build_preprocessor_widgets(service, elem)
+        pre = build_preprocessor_widgets(service, elem, w["pixel_perfect"])
         preview = gr.Button(PREVIEW_LABEL, elem_id=f"{elem}_preview", scale=0, min_width=96, size="sm")
         w["model"] = gr.Dropdown(
             model_choices(service), value=NO_MODEL, label="Model", allow_custom_value=True, scale=5,
@@ -237,7 +248,7 @@ def _build_unit(mode: Mode, service: GenerationService, index: int, elem: str) -
         )
         w["guidance_end"] = FieldSlider(0, 1, value=1, step=0.01, label="Ending Control Step", elem_id=f"{elem}_guidance_end")  # fmt: skip
     render_sliders(pre)
-    w["processor_res"], w["threshold_a"], w["threshold_b"] = pre.sliders
+    w.update(zip(forms.SLIDER_FIELDS, pre.sliders, strict=True))
     w["control_mode"] = gr.Radio(
         forms.CONTROL_MODES, value=forms.CONTROL_MODES[0], label="Control Mode", elem_id=f"{elem}_control_mode"
     )
@@ -250,22 +261,11 @@ def _build_unit(mode: Mode, service: GenerationService, index: int, elem: str) -
         )
     message = gr.HTML("", elem_id=f"{elem}_message")
     ordered = {name: w[name] for name in forms.unit_fields(mode)}
-    return UnitWidgets(index, ordered, preview, detected, message, refresh)
+    return UnitWidgets(index, ordered, pre, preview, detected, message, refresh)
 
 
 def _wire_unit(service: GenerationService, panel: ControlNetPanel, unit: UnitWidgets) -> None:
     w = unit.widgets
-    sliders = [w["processor_res"], w["threshold_a"], w["threshold_b"]]
-    w["module"].input(
-        lambda module, perfect: slider_updates(module, pixel_perfect=bool(perfect)),
-        inputs=[w["module"], w["pixel_perfect"]],
-        outputs=sliders,
-        show_progress="hidden",
-    )
-    w["pixel_perfect"].input(
-        resolution_visibility, inputs=[w["module"], w["pixel_perfect"]], outputs=[w["processor_res"]],
-        show_progress="hidden",
-    )  # fmt: skip
     # The extension enables a unit when an image is uploaded into it: the upload says what the user wants.
     w["image"].upload(lambda: True, outputs=[w["enabled"]], show_progress="hidden")
 
@@ -411,9 +411,6 @@ def build_controlnet_tab(service: GenerationService) -> ControlNetTab:
             mode: gr.Button(f"Use in {label} unit 0", elem_id=f"controlnet_use_{mode.value}", size="sm")
             for mode, label in USE_TARGETS.items()
         }  # fmt: skip
-    pre.module.input(
-        lambda module: slider_updates(module), inputs=[pre.module], outputs=pre.sliders, show_progress="hidden"
-    )
     tab = ControlNetTab(image, pre, width, height, preview, detected, message, use)
     preview.click(
         lambda *values: tab_preview(service, *values),
@@ -431,7 +428,7 @@ def tab_preview(
     try:
         if not image:
             raise InvalidRequest("image", "upload a control image first")
-        raw = {"image": image, "module": module, "processor_res": res, "threshold_a": a, "threshold_b": b}
+        raw = {"image": image, "module": module, **dict(zip(forms.SLIDER_FIELDS, (res, a, b), strict=True))}
         unit = forms.control_unit({**UNIT_DEFAULTS, **raw}, "controlnet")
         detected = service.detect_map(unit, *_size(width, height), where="controlnet")
     except Exception as exc:
@@ -454,7 +451,7 @@ def use_in_unit(image: Any, module: str | None, res: Any, a: Any, b: Any) -> tup
     return (image if image else KEEP, True, False, gr.update(value=module), *sliders)
 
 
-USE_FIELDS = ("image", "enabled", "pixel_perfect", "module", "processor_res", "threshold_a", "threshold_b")
+USE_FIELDS = ("image", "enabled", "pixel_perfect", "module", *forms.SLIDER_FIELDS)
 
 
 def unit_fill_updates(service: GenerationService, values: Mapping[str, Any], index: int) -> dict[str, Any]:
@@ -471,11 +468,9 @@ def unit_fill_updates(service: GenerationService, values: Mapping[str, Any], ind
             updates[key(index, "model")] = gr.update(value=service.controlnet_model_name(str(model)))
     sliders = slider_updates(
         values[key(index, "module")],
-        processor_res=values.get(key(index, "processor_res")),
-        threshold_a=values.get(key(index, "threshold_a")),
-        threshold_b=values.get(key(index, "threshold_b")),
+        **{name: values.get(key(index, name)) for name in forms.SLIDER_FIELDS},
         pixel_perfect=bool(values.get(key(index, "pixel_perfect"))),
     )
-    for name, update in zip(("processor_res", "threshold_a", "threshold_b"), sliders, strict=True):
+    for name, update in zip(forms.SLIDER_FIELDS, sliders, strict=True):
         updates[key(index, name)] = update
     return updates
