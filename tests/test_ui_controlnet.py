@@ -422,6 +422,27 @@ def test_the_model_rescan_lists_a_new_file(service: GenerationService, controlne
     assert service.controlnet_model_name("control_new") == "control_new.safetensors"
 
 
+def test_the_preprocessor_menus_are_refreshed_by_a_fresh_page_and_the_rescan(tmp_path: Path) -> None:
+    from webui.service.factory import create_service
+    from webui.ui.page import build_ui
+
+    (tmp_path / "models" / "Stable-diffusion").mkdir(parents=True)
+    settings = Settings(models_dir=tmp_path / "models", outputs_dir=tmp_path / "out", demo_model=False)
+    service = create_service(settings, start=False)
+    page = build_ui(service)
+    (load,) = [f for f in page.fns.values() if getattr(f.fn, "__name__", "") == "on_load"]
+    menus = ("txt2img_controlnet_0_module", "inpaint_controlnet_2_module", "controlnet_module")
+
+    def openpose_labels() -> list[str]:
+        filled = {o.elem_id: v for o, v in zip(load.outputs, load.fn(None), strict=True)}
+        return [dict((value, label) for label, value in filled[menu]["choices"])["openpose"] for menu in menus]
+
+    assert all("(needs body_pose_model.pth" in label for label in openpose_labels())
+    service.settings.annotators_path.mkdir(parents=True, exist_ok=True)
+    (service.settings.annotators_path / "body_pose_model.pth").write_bytes(b"")  # copied in while Easel runs
+    assert openpose_labels() == ["openpose"] * 3
+
+
 # -- an infotext back into the form --------------------------------------------------------------------------------
 
 

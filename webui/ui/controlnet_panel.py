@@ -60,9 +60,13 @@ class PreprocessorWidgets:
         return [getattr(self, name) for name in forms.SLIDER_FIELDS]
 
 
-def preprocessor_choices(service: GenerationService) -> list[tuple[str, str]]:
+Choices = list[tuple[str, str]]  # a menu's (label, value) pairs
+
+
+def preprocessor_choices(service: GenerationService) -> Choices:
     """(label, name) per preprocessor. One whose annotator files are missing stays selectable (its error comes at
-    Generate or Preview, naming the file) but says what it needs, so nobody has to find out by trying."""
+    Generate or Preview, naming the file) but says what it needs, so nobody has to find out by trying. It looks for
+    every annotator file: the page asks once per build and per refresh, for all its menus."""
     folder = _shown_folder(service.settings.annotators_path, service.settings.models_dir)
     choices = []
     for pre, missing in service.preprocessors():
@@ -117,14 +121,15 @@ def _threshold(slider: preprocessors.Slider | None, value: Any) -> Any:
 
 
 def build_preprocessor_widgets(
-    service: GenerationService, elem: str, pixel_perfect: gr.Checkbox | None = None
+    choices: Choices, elem: str, pixel_perfect: gr.Checkbox | None = None
 ) -> PreprocessorWidgets:
-    """The menu (``none`` first, as in the extension), placed here, and its three sliders, hidden until a
+    """The menu of ``choices`` (``preprocessor_choices``: ``none`` first, as in the extension), placed here, and its
+    three sliders, hidden until a
     preprocessor uses them and left for the caller to ``render`` where they go. The sliders follow the menu when
     the user picks (``input``), so a fill that sets all four at once is not undone by a ``change``; with a unit's
     ``pixel_perfect`` box, the resolution slider goes while pixel perfect derives it, as in the extension."""
     module = gr.Dropdown(
-        preprocessor_choices(service), value="none", label="Preprocessor", allow_custom_value=True,
+        choices, value="none", label="Preprocessor", allow_custom_value=True,
         elem_id=f"{elem}_module", scale=3,
     )  # fmt: skip
     pre = PreprocessorWidgets(
@@ -192,6 +197,9 @@ class ControlNetPanel:
     def models(self) -> list[gr.Dropdown]:
         return [u.widgets["model"] for u in self.units]
 
+    def modules(self) -> list[gr.Dropdown]:
+        return [u.pre.module for u in self.units]
+
 
 def model_choices(service: GenerationService, *, refresh: bool = False) -> list[tuple[str, str]]:
     """The "None" choice and the ControlNet models (label: the title, with the hash once known; value: the file's
@@ -199,8 +207,10 @@ def model_choices(service: GenerationService, *, refresh: bool = False) -> list[
     return [(NO_MODEL, NO_MODEL), *service.controlnet_model_choices(refresh=refresh)]
 
 
-def build_controlnet_panel(mode: Mode, service: GenerationService, count: int, elem: str) -> ControlNetPanel:
-    """The tab's "ControlNet" accordion with ``count`` units; wires what stays inside a unit (preprocessor sliders,
+def build_controlnet_panel(
+    mode: Mode, service: GenerationService, count: int, elem: str, modules: Choices
+) -> ControlNetPanel:
+    """The tab's "ControlNet" accordion with ``count`` units, their preprocessor menus listing ``modules``; wires what stays inside a unit (preprocessor sliders,
     model rescan, enabling on upload). The preview needs the tab's size and input, so ``wire_previews`` does it."""
     units = []
     with (
@@ -209,14 +219,14 @@ def build_controlnet_panel(mode: Mode, service: GenerationService, count: int, e
     ):
         for index in range(count):
             with gr.Tab(f"ControlNet Unit {index}", id=index, elem_id=f"{elem}_controlnet_unit_{index}"):
-                units.append(_build_unit(mode, service, index, f"{elem}_controlnet_{index}"))
+                units.append(_build_unit(mode, service, index, f"{elem}_controlnet_{index}", modules))
     panel = ControlNetPanel(accordion, tabs, units)
     for unit in units:
         _wire_unit(service, panel, unit)
     return panel
 
 
-def _build_unit(mode: Mode, service: GenerationService, index: int, elem: str) -> UnitWidgets:
+def _build_unit(mode: Mode, service: GenerationService, index: int, elem: str, modules: Choices) -> UnitWidgets:
     w: dict[str, Any] = {}
     with gr.Row(equal_height=False):
         w["image"] = gr.Image(
@@ -233,7 +243,7 @@ def _build_unit(mode: Mode, service: GenerationService, index: int, elem: str) -
         w["enabled"] = gr.Checkbox(False, label="Enable", elem_id=f"{elem}_enabled")
         w["pixel_perfect"] = gr.Checkbox(False, label="Pixel Perfect", elem_id=f"{elem}_pixel_perfect")
     with gr.Row(equal_height=True):
-        pre = build_preprocessor_widgets(service, elem, w["pixel_perfect"])
+        pre = build_preprocessor_widgets(modules, elem, w["pixel_perfect"])
         preview = gr.Button(PREVIEW_LABEL, elem_id=f"{elem}_preview", scale=0, min_width=96, size="sm")
         w["model"] = gr.Dropdown(
             model_choices(service), value=NO_MODEL, label="Model", allow_custom_value=True, scale=5,
@@ -372,9 +382,9 @@ class ControlNetTab:
     use: dict[Mode, gr.Button]
 
 
-def build_controlnet_tab(service: GenerationService) -> ControlNetTab:
-    """The place to try preprocessors: an image, a preprocessor and its settings, the map beside it, and buttons
-    that carry the setting into a generation tab's first unit."""
+def build_controlnet_tab(service: GenerationService, modules: Choices) -> ControlNetTab:
+    """The place to try preprocessors: an image, a preprocessor (of ``modules``) and its settings, the map beside
+    it, and buttons that carry the setting into a generation tab's first unit."""
     limits = service.settings.limits
     gr.Markdown(
         "Try a preprocessor on an image here, then use it in a generation tab's first ControlNet unit. "
@@ -389,7 +399,7 @@ def build_controlnet_tab(service: GenerationService) -> ControlNetTab:
                 height=360,
             )  # fmt: skip
             with gr.Row(equal_height=True):
-                pre = build_preprocessor_widgets(service, "controlnet")
+                pre = build_preprocessor_widgets(modules, "controlnet")
                 preview = gr.Button(
                     PREVIEW_LABEL, variant="primary", elem_id="controlnet_preview", scale=0, min_width=120
                 )

@@ -24,7 +24,7 @@ from webui.service.jobs import Job
 from webui.service.service import GenerationService
 from webui.types import Mode
 from webui.ui import forms
-from webui.ui.controlnet_panel import ControlNetPanel, build_controlnet_panel, wire_previews
+from webui.ui.controlnet_panel import Choices, ControlNetPanel, build_controlnet_panel, wire_previews
 from webui.ui.extensions_tab import build_extension_arguments
 from webui.ui.networks_panel import build_lora_panel
 from webui.ui.progress import file_link, message_html, progress_html
@@ -63,8 +63,9 @@ class GenerationTab:
         return TAB_IDS[self.mode]
 
 
-def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) -> GenerationTab:
-    """Build the tab's widgets inside the current ``gr.Tab`` and wire its own events."""
+def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar, modules: Choices) -> GenerationTab:
+    """Build the tab's widgets inside the current ``gr.Tab`` and wire its own events; ``modules``: the ControlNet
+    units' preprocessor menu (``controlnet_panel.preprocessor_choices``)."""
     m = TAB_IDS[mode]
     limits = service.settings.limits
     unit_count = service.preferences.current.controlnet_units
@@ -174,7 +175,7 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar) ->
                 )
             if mode is Mode.TXT2IMG:
                 hires, hires_size = _build_hires(service, widgets)
-            panel = build_controlnet_panel(mode, service, unit_count, m)
+            panel = build_controlnet_panel(mode, service, unit_count, m, modules)
             widgets.update(panel.widgets())
             specs = forms.argument_specs(service.plugins)
             extensions = build_extension_arguments(specs, m, widgets)

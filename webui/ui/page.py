@@ -26,6 +26,7 @@ from webui.ui.controlnet_panel import (
     ControlNetTab,
     build_controlnet_tab,
     model_choices,
+    preprocessor_choices,
     unit_fill_updates,
     use_in_unit,
 )
@@ -109,12 +110,13 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
         top = TopBar(checkpoint=checkpoint, vae=vae, clip_skip=clip_skip)
 
         tabs_by_mode: dict[Mode, GenerationTab] = {}
+        modules = preprocessor_choices(service)  # once for every menu; the load and 🔄 refresh them
         with gr.Tabs(elem_id="tabs") as tabs:
             for mode, label in ((Mode.TXT2IMG, "txt2img"), (Mode.IMG2IMG, "img2img"), (Mode.INPAINT, "Inpaint")):
                 with gr.Tab(label, id=mode.value, elem_id=f"tab_{mode.value}"):
-                    tabs_by_mode[mode] = build_generation_tab(mode, service, top)
+                    tabs_by_mode[mode] = build_generation_tab(mode, service, top, modules)
             with gr.Tab("ControlNet", id="controlnet", elem_id="tab_controlnet"):
-                controlnet_tab = build_controlnet_tab(service)
+                controlnet_tab = build_controlnet_tab(service, modules)
             with gr.Tab("History", id="history", elem_id="tab_history") as history_tab_item:
                 history = build_history_tab(service)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
@@ -233,13 +235,16 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
             else:
                 yield message_html(str(job.error or job.progress.message), "error"), keep
 
-        menus = _model_menus(tabs_by_mode)
+        menus = _model_menus(tabs_by_mode, controlnet_tab)
 
         def menu_updates() -> tuple[Any, ...]:
-            """The ControlNet model and upscaler menus after a rescan, each keeping its value."""
+            """The ControlNet model, preprocessor and upscaler menus after a rescan, each keeping its value (a
+            preprocessor's "(needs ...)" goes once its annotator files are there)."""
             controlnets = model_choices(service)
+            found = preprocessor_choices(service)
             upscalers = {True: service.upscaler_names(latent=True), False: service.upscaler_names()}
             updates = [gr.update(choices=controlnets) for _ in menus.controlnets]
+            updates += [gr.update(choices=found) for _ in menus.preprocessors]
             updates += [gr.update(choices=upscalers[latent]) for _, latent in menus.upscalers]
             return tuple(updates)
 
@@ -332,22 +337,26 @@ def _wire_use_buttons(cn: ControlNetTab, tabs_by_mode: dict[Mode, GenerationTab]
 
 @dataclass
 class _Menus:
-    """The menus listing model folders the top bar's 🔄 (and a fresh page) rescans besides checkpoints and VAEs."""
+    """The menus the top bar's 🔄 (and a fresh page) rescans besides checkpoints and VAEs: model folders, and the
+    preprocessors, which say which annotator files they lack."""
 
     controlnets: list[gr.Dropdown]
+    preprocessors: list[gr.Dropdown]  # their labels say which annotator files are missing
     upscalers: list[tuple[gr.Dropdown, bool]]  # (menu, lists the latent upscalers too)
 
     def widgets(self) -> list[gr.Dropdown]:
-        return [*self.controlnets, *(menu for menu, _ in self.upscalers)]
+        return [*self.controlnets, *self.preprocessors, *(menu for menu, _ in self.upscalers)]
 
 
-def _model_menus(tabs_by_mode: dict[Mode, GenerationTab]) -> _Menus:
-    controlnets = [menu for tab in tabs_by_mode.values() if tab.controlnet for menu in tab.controlnet.models()]
+def _model_menus(tabs_by_mode: dict[Mode, GenerationTab], controlnet_tab: ControlNetTab) -> _Menus:
+    panels = [tab.controlnet for tab in tabs_by_mode.values() if tab.controlnet]
+    controlnets = [menu for panel in panels for menu in panel.models()]
+    modules = [*(menu for panel in panels for menu in panel.modules()), controlnet_tab.pre.module]
     upscalers = [
         (tabs_by_mode[Mode.TXT2IMG].widgets["hr_upscaler"], True),
         (tabs_by_mode[Mode.IMG2IMG].widgets["sd_upscale_upscaler"], False),
     ]
-    return _Menus(controlnets, upscalers)
+    return _Menus(controlnets, modules, upscalers)
 
 
 def _image_or_keep(path: str | None) -> Any:
