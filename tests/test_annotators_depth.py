@@ -13,8 +13,7 @@ files but their calls replaced by known functions.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,14 @@ import pytest
 import torch
 from torch import nn
 
-from tests.fixtures.annotators import seeded_state
+from tests.fixtures.annotators import (  # noqa: F401 (one_thread, forget_networks: autouse fixtures)
+    assert_reference,
+    forget_networks,
+    one_thread,
+    picture,
+    save_state,
+    seeded_state,
+)
 from webui.controlnet import annotators
 from webui.controlnet import preprocessors as pre
 from webui.controlnet.annotators import leres, leres_boost, loading, midas
@@ -102,60 +108,36 @@ def _seeded(build: Callable[[], nn.Module], seed: int) -> dict[str, torch.Tensor
     return seeded_state(build, seed, {"scratch.output_conv.4.bias": lambda t: t.fill_(0.5)})
 
 
-def _image(h: int = 160, w: int = 200) -> np.ndarray:
-    """A picture with depth cues: a gradient floor, a red box, a green disc and some noise."""
-    ys, xs = np.mgrid[0:h, 0:w]
-    image = np.zeros((h, w, 3), np.uint8) + np.linspace(20, 200, h, dtype=np.uint8)[:, None, None]
-    image[30:110, 30:120] = (220, 40, 40)
-    image[(ys - 80) ** 2 + (xs - 150) ** 2 < 900] = (40, 200, 60)
-    noise = np.random.default_rng(0).integers(-10, 10, image.shape)
-    return np.clip(image.astype(int) + noise, 0, 255).astype(np.uint8)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """The networks run on one thread here: on a shared 2-core runner two OpenMP threads wait on each other at every
-    small layer (LeReS at 64 px: 5 s with two threads under load, 0.15 s with one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """models/annotators with the three depth files, laid out as the downloads are (float16 to save time here; the
     loader makes every network float32)."""
     root = tmp_path_factory.mktemp("annotators")
-    half = {k: v.half() if v.is_floating_point() else v for k, v in _seeded(midas.DPTHybrid, 1).items()}
-    torch.save(half, root / annotators.MIDAS_FILE)
-    weights = {"module." + k: v.half() if v.is_floating_point() else v for k, v in _seeded(leres.LeReS, 2).items()}
+    save_state(_seeded(midas.DPTHybrid, 1), root / annotators.MIDAS_FILE, half=True)
     point_cloud = {"module.fc.weight": torch.zeros(2, 2)}  # AdelaiDepth keeps its shift/focal networks beside
-    torch.save(
-        {"depth_model": weights, "shift_model": point_cloud, "focal_model": point_cloud}, root / annotators.LERES_FILE
+    save_state(
+        _seeded(leres.LeReS, 2),
+        root / annotators.LERES_FILE,
+        prefix="module.",
+        half=True,
+        wrap="depth_model",
+        extra={"shift_model": point_cloud, "focal_model": point_cloud},
     )
-    merge = {k: v.half() for k, v in _seeded(leres_boost.MergeNet, 3).items()}
-    torch.save(merge, root / annotators.LERES_BOOST_FILE)
-    yield root
-    loading.forget()
+    save_state(_seeded(leres_boost.MergeNet, 3), root / annotators.LERES_BOOST_FILE, half=True)
+    return root
 
 
 @pytest.fixture(scope="module")
 def maps(folder: Path) -> dict[str, np.ndarray]:
     return {
-        name: pre.run(name, _image(), resolution=RESOLUTION, annotators=folder) for name in ("depth", "depth_leres")
+        name: pre.run(name, picture(), resolution=RESOLUTION, annotators=folder) for name in ("depth", "depth_leres")
     }
 
 
 @pytest.mark.parametrize("network", sorted(REFERENCE))
 def test_the_networks_have_the_reference_tensor_names_and_shapes(network: str) -> None:
     build, count, numbers, shapes = REFERENCE[network]
-    with torch.device("meta"):
-        state = build().state_dict()
-    assert len(state) == count
-    assert sum(v.numel() for k, v in state.items() if not k.endswith("num_batches_tracked")) == numbers
-    for name, shape in shapes.items():
-        assert list(state[name].shape) == shape, name
+    assert_reference(build, count, shapes, numbers)
 
 
 def test_the_files_load_strictly_under_their_real_layouts(folder: Path) -> None:
@@ -180,7 +162,7 @@ def test_depth_maps_run_from_the_files_as_grey_rgb_at_the_resolution(folder: Pat
         assert out.dtype == np.uint8 and out.shape == (64, 80, 3), name  # short side at the resolution
         assert (out == out[:, :, :1]).all(), name
         assert int(out.max()) - int(out.min()) > 200 and len(np.unique(out)) > 20, name  # stretched (over the padding)
-        assert (pre.run(name, _image(), resolution=RESOLUTION, annotators=folder) == out).all(), name  # deterministic
+        assert (pre.run(name, picture(), resolution=RESOLUTION, annotators=folder) == out).all(), name  # deterministic
         assert not pre.missing_files(pre.find(name), folder)
     assert pre.find("depth_midas") is pre.find("depth")
 
@@ -207,7 +189,7 @@ def _disc(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_midas_gets_rgb_in_minus_one_to_one_and_stretches_nearer_to_brighter() -> None:
-    image = _image(128, 192)
+    image = picture(128, 192)
     model = _KnownDepth(_disc)  # MiDaS predicts inverse depth: the disc is nearer
     out = midas.depth_map(model, image)  # type: ignore[arg-type]
     expected = torch.from_numpy(image).float().permute(2, 0, 1)[None] / 127.5 - 1.0
@@ -219,7 +201,7 @@ def test_midas_gets_rgb_in_minus_one_to_one_and_stretches_nearer_to_brighter() -
 
 
 def test_leres_gets_bgr_normalised_without_scaling_and_maps_nearer_to_brighter() -> None:
-    image = _image(128, 192)
+    image = picture(128, 192)
     model = _KnownDepth(lambda x: 1 - 0.5 * _disc(x)[:, None])  # LeReS predicts depth: the disc is nearer
     depth_values = leres.estimate(model, image, 192, 128)  # type: ignore[arg-type]
     mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
@@ -242,7 +224,7 @@ def test_leres_thresholds_are_the_extensions_remove_near_and_background_percenta
     assert (far[0, plain[0] <= 153] == 0).all() and (far[0, plain[0] > 153] == plain[0, plain[0] > 153]).all()
     assert (leres.depth_image(np.full((4, 4), 3.0, np.float32)) == 255).all()  # flat: all zero, inverted
     with pytest.raises(InvalidRequest, match=r"^threshold_a: Remove Near % must be between 0 and 100, got 150"):
-        pre.run("depth_leres", _image(), threshold_a=150, annotators=folder)
+        pre.run("depth_leres", picture(), threshold_a=150, annotators=folder)
     boosted = pre.find("depth_leres++")
     assert boosted.threshold_b is not None and boosted.threshold_b.label == "Remove Background %"
     assert pre.find("depth").threshold_a is None
@@ -266,7 +248,7 @@ def test_leres_plus_plus_loads_both_files_and_runs_the_boosting_pipeline(
 
     monkeypatch.setattr(leres_boost, "estimate", known_estimate)
     monkeypatch.setattr(leres_boost, "merge", known_merge)
-    image = _image()
+    image = picture()
     out = pre.run("depth_leres++", image, resolution=RESOLUTION, annotators=folder)
     assert out.shape == (64, 80, 3) and (out == out[:, :, :1]).all()
     assert calls == [(448, 448), (448, 448)]  # a small image: R_x is the receptive field, no patches
@@ -297,44 +279,19 @@ def test_boosting_picks_patches_where_the_gradients_are_dense() -> None:
         assert w == h >= 896 and x < 900 and x + w > 500 and y < 700 and y + h > 300  # each covers the texture
     size, density = leres_boost.processing_resolution(image)
     assert size % 224 == 0 and 448 <= size <= 1600 and 0 < density <= 1
-    tiny = leres_boost.processing_resolution(_image(40, 48))  # no step to search: the original fails here
+    tiny = leres_boost.processing_resolution(picture(40, 48))  # no step to search: the original fails here
     assert tiny[0] == 448
 
 
-@pytest.mark.parametrize(
-    ("name", "present", "missing"),
-    [
-        ("depth", [], ["dpt_hybrid-midas-501f0c75.pt"]),
-        ("depth_midas", [], ["dpt_hybrid-midas-501f0c75.pt"]),
-        ("depth_leres", [], ["res101.pth"]),
-        ("depth_leres++", [], ["res101.pth", "latest_net_G.pth"]),
-        ("depth_leres++", ["res101.pth"], ["latest_net_G.pth"]),
-    ],
-)
-def test_without_its_files_a_depth_preprocessor_names_them(
-    tmp_path: Path, name: str, present: list[str], missing: list[str]
-) -> None:
-    for file in present:
-        (tmp_path / file).write_bytes(b"x")
-    assert pre.missing_files(pre.find(name), tmp_path) == missing
-    needs = re.escape(f"module: preprocessor '{pre.find(name).name}' needs {', '.join(missing)} in {tmp_path}")
-    with pytest.raises(InvalidRequest, match=rf"^{needs} \(Easel never downloads it\)$"):
-        pre.run(name, _image(), resolution=RESOLUTION, annotators=tmp_path)
-
-
 def test_a_depth_file_that_does_not_fit_is_named_not_a_traceback(tmp_path: Path) -> None:
-    torch.save(leres_boost.MergeNet(levels=6, width=4).state_dict(), tmp_path / "res101.pth")  # another network
+    save_state(leres_boost.MergeNet(levels=6, width=4).state_dict(), tmp_path / "res101.pth")  # another network
     with pytest.raises(InvalidRequest) as info:
-        pre.run("depth_leres", _image(), resolution=RESOLUTION, annotators=tmp_path)
+        pre.run("depth_leres", picture(), resolution=RESOLUTION, annotators=tmp_path)
     assert info.value.field == "module"
     assert info.value.message.startswith(f"preprocessor 'depth_leres' cannot use res101.pth in {tmp_path}: ")
     assert "600 tensors missing (depth_model.encoder_modules.encoder.conv1.weight" in info.value.message
     assert "13 unknown tensors (model.model.0.weight" in info.value.message
 
-    torch.save({"depth_model": {}, "epoch": 3}, tmp_path / "res101.pth")
+    save_state({}, tmp_path / "res101.pth", wrap="depth_model", extra={"epoch": 3})
     with pytest.raises(InvalidRequest, match=r"cannot use res101\.pth in .*holds no tensors"):
-        pre.run("depth_leres", _image(), resolution=RESOLUTION, annotators=tmp_path)
-
-    (tmp_path / annotators.MIDAS_FILE).write_bytes(b"<html>rate limited</html>")  # a failed download
-    with pytest.raises(InvalidRequest, match=r"^module: preprocessor 'depth' cannot use dpt_hybrid.*unrecognised"):
-        pre.run("depth", _image(), resolution=RESOLUTION, annotators=tmp_path)
+        pre.run("depth_leres", picture(), resolution=RESOLUTION, annotators=tmp_path)

@@ -11,22 +11,31 @@ file.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.fixtures.annotators import (  # noqa: F401 (one_thread, forget_networks: autouse fixtures)
+    assert_reference,
+    forget_networks,
+    one_thread,
+    picture,
+    save_state,
+    seeded_state,
+)
 from webui.controlnet import preprocessors as pre
 from webui.controlnet.annotators import NORMAL_BAE_FILE, loading, normal_bae, normal_colours
 from webui.controlnet.annotators.efficientnet import EfficientNetB5
 from webui.errors import InvalidRequest
+from webui.weights.formats import read_state_dict
 
 RESOLUTION = 64
 ENCODER = "encoder.original_model."
 
-# Read from the reference NNET(architecture="BN"): 936 tensors (852 in the encoder), 72,602,876 numbers.
+# Read from the reference NNET(architecture="BN"): 936 tensors (852 in the encoder), 72,602,876 numbers (72,602,752
+# besides the 124 BatchNorm counters).
 SHAPES = {
     f"{ENCODER}conv_stem.weight": [48, 3, 3, 3],
     f"{ENCODER}bn1.running_var": [48],
@@ -52,59 +61,27 @@ SHAPES = {
     "decoder.out_conv_res1.6.weight": [4, 128, 1],
 }
 BLOCKS_PER_STAGE = [3, 5, 5, 7, 7, 9, 3]
-
-
-def _seeded_state(seed: int) -> dict[str, torch.Tensor]:
-    """NormalBAE's state dict with seeded random weights, scaled so the features neither vanish nor explode."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.device("meta"):
-        shapes = {k: (v.shape, v.dtype) for k, v in normal_bae.NormalBAE().state_dict().items()}
-    state = {}
-    for name, (shape, dtype) in shapes.items():
-        if not dtype.is_floating_point:
-            state[name] = torch.zeros(shape, dtype=dtype)
-        elif name.endswith("running_var"):
-            state[name] = torch.rand(shape, generator=generator) * 1.5 + 0.5
-        elif len(shape) == 1:
-            offset = 1.0 if name.endswith(".weight") and "conv" not in name else 0.0  # BatchNorm scales near 1
-            state[name] = torch.randn(shape, generator=generator) * 0.1 + offset
-        else:
-            fan_in = int(torch.tensor(shape[1:]).prod())
-            state[name] = torch.randn(shape, generator=generator) / fan_in**0.5
-    return state
-
-
-def _image(h: int = 80, w: int = 112) -> np.ndarray:
-    ys, xs = np.mgrid[0:h, 0:w]
-    image = np.zeros((h, w, 3), np.uint8) + np.linspace(30, 220, w, dtype=np.uint8)[None, :, None]
-    image[10:50, 20:70] = (200, 60, 40)
-    image[(ys - 50) ** 2 + (xs - 80) ** 2 < 300] = (40, 180, 90)
-    return image
+SIZE = (80, 112)  # the test picture's height and width
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """models/annotators holding scannet.pt as the extension downloads it (the training checkpoint layout)."""
     root = tmp_path_factory.mktemp("annotators")
-    state = {f"module.{k}": v for k, v in _seeded_state(1).items()}
-    torch.save({"model": state, "iter": 12345}, root / NORMAL_BAE_FILE)
-    yield root
-    loading.forget()
+    state = seeded_state(normal_bae.NormalBAE, 1)
+    save_state(state, root / NORMAL_BAE_FILE, prefix="module.", wrap="model", extra={"iter": 12345})
+    return root
 
 
 @pytest.fixture(scope="module")
 def normal(folder: Path) -> np.ndarray:
-    return pre.run("normal_bae", _image(), resolution=RESOLUTION, annotators=folder)
+    return pre.run("normal_bae", picture(*SIZE), resolution=RESOLUTION, annotators=folder)
 
 
 def test_the_network_has_the_reference_tensor_names_and_shapes() -> None:
+    state = assert_reference(normal_bae.NormalBAE, 936, SHAPES, 72_602_752)
     with torch.device("meta"):
-        state = normal_bae.NormalBAE().state_dict()
-        encoder = EfficientNetB5().state_dict()
-    assert len(state) == 936 and len(encoder) == 852
-    assert sum(v.numel() for v in state.values()) == 72_602_876
-    for name, shape in SHAPES.items():
-        assert list(state[name].shape) == shape, name
+        assert len(EfficientNetB5().state_dict()) == 852
     for stage, count in enumerate(BLOCKS_PER_STAGE):
         assert f"{ENCODER}blocks.{stage}.{count - 1}.bn2.weight" in state
         assert f"{ENCODER}blocks.{stage}.{count}.bn2.weight" not in state
@@ -123,7 +100,7 @@ def test_the_encoder_keeps_tensorflow_same_padding() -> None:
 def test_the_saved_file_loads_strictly_and_gives_an_rgb_map(folder: Path, normal: np.ndarray) -> None:
     assert not pre.missing_files(pre.find("normal_bae"), folder)
     model = loading.network(folder / NORMAL_BAE_FILE, normal_bae.NormalBAE, wrapper="model")
-    saved = torch.load(folder / NORMAL_BAE_FILE, mmap=True, weights_only=True)["model"]
+    saved = read_state_dict(folder / NORMAL_BAE_FILE, wrappers=("model",))
     assert torch.equal(model.decoder.conv2.weight, saved["module.decoder.conv2.weight"])
     assert normal.dtype == np.uint8 and normal.shape == (64, 88, 3)  # short side at the resolution
     assert not (normal == normal[:, :, :1]).all()  # a colour map, not grey
@@ -131,12 +108,12 @@ def test_the_saved_file_loads_strictly_and_gives_an_rgb_map(folder: Path, normal
 
 
 def test_the_same_image_gives_the_same_map(folder: Path, normal: np.ndarray) -> None:
-    assert (pre.run("normal_bae", _image(), resolution=RESOLUTION, annotators=folder) == normal).all()
+    assert (pre.run("normal_bae", picture(*SIZE), resolution=RESOLUTION, annotators=folder) == normal).all()
 
 
 def test_the_map_is_the_unit_normals_coloured(folder: Path, normal: np.ndarray) -> None:
     model = loading.network(folder / NORMAL_BAE_FILE, normal_bae.NormalBAE, wrapper="model")
-    resized = pre.resize_short_side(_image(), RESOLUTION)
+    resized = pre.resize_short_side(picture(*SIZE), RESOLUTION)
     padded = np.pad(resized, [[0, 0], [0, -resized.shape[1] % 64], [0, 0]], mode="edge")
     normals = normal_bae.normals(model, padded)
     assert normals.shape == (64, 128, 3) and np.allclose(np.linalg.norm(normals, axis=2), 1.0, atol=1e-5)
@@ -154,30 +131,16 @@ def test_colours_follow_the_extension() -> None:
     ]
 
 
-def test_without_its_file_normal_bae_names_it(tmp_path: Path) -> None:
-    assert pre.missing_files(pre.find("normal_bae"), tmp_path) == ["scannet.pt"]
-    with pytest.raises(
-        InvalidRequest, match=r"^module: preprocessor 'normal_bae' needs scannet\.pt in .*never downloads"
-    ):
-        pre.run("normal_bae", _image(), annotators=tmp_path)
-    with pytest.raises(InvalidRequest, match=r"needs scannet\.pt in models/annotators"):
-        pre.run("normal_bae", _image())
-
-
 def test_a_wrong_file_is_named_not_a_traceback(tmp_path: Path) -> None:
     path = tmp_path / NORMAL_BAE_FILE
-    torch.save({"model": {"encoder.conv.weight": torch.zeros(2, 2)}, "iter": 1}, path)
+    save_state({"encoder.conv.weight": torch.zeros(2, 2)}, path, wrap="model", extra={"iter": 1})
     with pytest.raises(InvalidRequest) as info:
-        pre.run("normal_bae", _image(), annotators=tmp_path)
+        pre.run("normal_bae", picture(*SIZE), annotators=tmp_path)
     assert info.value.message.startswith(f"preprocessor 'normal_bae' cannot use scannet.pt in {tmp_path}: ")
     assert "812 tensors missing (encoder.original_model.conv_stem.weight" in info.value.message  # 936 less 124 counters
     assert "1 unknown tensors (encoder.conv.weight)" in info.value.message
 
-    torch.save({"model": {"note": "no weights"}}, path)
+    save_state({"note": "no weights"}, path, wrap="model")
     os.utime(path, ns=(0, 5 * 10**9))
     with pytest.raises(InvalidRequest, match=r"cannot use scannet\.pt in .*'model' entry holds no tensors"):
-        pre.run("normal_bae", _image(), annotators=tmp_path)
-
-    path.write_bytes(b"<html>rate limited</html>")  # a failed download
-    with pytest.raises(InvalidRequest, match=r"cannot use scannet\.pt in .*unrecognised"):
-        pre.run("normal_bae", _image(), annotators=tmp_path)
+        pre.run("normal_bae", picture(*SIZE), annotators=tmp_path)

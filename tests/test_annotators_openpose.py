@@ -12,7 +12,7 @@ controlnet_aux 0.0.10's open_pose, the same code as the extension's, on seeded n
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,14 @@ import pytest
 import torch
 from torch import nn
 
+from tests.fixtures.annotators import (  # noqa: F401 (one_thread, forget_networks: autouse fixtures)
+    assert_reference,
+    forget_networks,
+    one_thread,
+    picture,
+    save_state,
+    seeded_state,
+)
 from webui.controlnet import annotators
 from webui.controlnet import preprocessors as pre
 from webui.controlnet.annotators import loading, openpose, openpose_body, openpose_draw, openpose_face, openpose_hand
@@ -97,26 +105,13 @@ PERSON = [
 WIDTH, HEIGHT = 200, 240
 
 
-def _seeded(build: Callable[[], nn.Module], seed: int) -> dict[str, torch.Tensor]:
-    torch.manual_seed(seed)
-    return build().state_dict()
-
-
-def _image(h: int = 64, w: int = 80) -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
-
-
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """models/annotators with the three files (the body in float32 as downloaded, the others in float16)."""
     root = tmp_path_factory.mktemp("annotators")
     for seed, (network, (build, _, _)) in enumerate(REFERENCE.items()):
-        state = _seeded(build, seed)
-        if network != "body":
-            state = {k: v.half() for k, v in state.items()}
-        torch.save(state, root / FILES[network])
-    yield root
-    loading.forget()
+        save_state(seeded_state(build, seed), root / FILES[network], half=network != "body")
+    return root
 
 
 def _gauss(cx: float, cy: float, sigma: float, h: int = HEIGHT, w: int = WIDTH) -> np.ndarray:
@@ -148,30 +143,25 @@ def _person_maps(points: list[tuple[float, float] | None], h: int, w: int, sigma
 
 @pytest.mark.parametrize("network", sorted(REFERENCE))
 def test_the_networks_have_the_reference_tensor_names_and_shapes(network: str) -> None:
-    build, count, shapes = REFERENCE[network]
-    with torch.device("meta"):
-        state = build().state_dict()
-    assert len(state) == count
-    for name, shape in shapes.items():
-        assert list(state[name].shape) == shape, name
+    numel = {"body": 52311446, "hand": 36832324, "face": 38425706}[network]
+    state = assert_reference(*REFERENCE[network], numel)
     assert all(name.count(".") == 1 for name in state)  # flat Caffe layer names, as in the files
-    assert sum(v.numel() for v in state.values()) == {"body": 52311446, "hand": 36832324, "face": 38425706}[network]
 
 
 def test_seeded_networks_load_from_their_files_and_run(folder: Path) -> None:
-    out = pre.run("openpose_full", _image(), resolution=64, annotators=folder)
+    out = pre.run("openpose_full", picture(64, 80), resolution=64, annotators=folder)
     assert out.shape == (64, 80, 3) and out.dtype == np.uint8
     assert not out.any()  # random weights find nobody: a black canvas
     body = loading.network(folder / annotators.BODY_FILE, openpose_body.BodyPoseNetwork)
     assert next(body.parameters()).dtype == torch.float32 and not body.training
     assert loading.network(folder / annotators.BODY_FILE, openpose_body.BodyPoseNetwork) is body  # held
-    assert torch.equal(body.conv1_1.weight, _seeded(openpose_body.BodyPoseNetwork, 0)["conv1_1.weight"])
+    assert torch.equal(body.conv1_1.weight, seeded_state(openpose_body.BodyPoseNetwork, 0)["conv1_1.weight"])
 
 
 def test_the_hand_and_face_networks_run_on_a_crop(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(openpose_hand, "SCALES", (0.5,))  # the reference's four scales reach 736 px: slow here
     monkeypatch.setattr(openpose_face, "INPUT_SIZE", 96)
-    crop = _image(40, 40)
+    crop = picture(40, 40)
     hand = loading.network(folder / annotators.HAND_FILE, openpose_hand.HandPoseNetwork)
     points = openpose_hand.hand_keypoints(hand, crop)
     assert points.shape == (21, 2) and ((points >= 0) & (points < 40)).all()
@@ -191,7 +181,7 @@ def test_each_name_draws_what_the_extension_draws(monkeypatch: pytest.MonkeyPatc
     for file in FILES.values():
         (tmp_path / file).write_bytes(b"x")
     for name in NAMES:
-        out = pre.run(name, _image(), resolution=64, annotators=tmp_path)
+        out = pre.run(name, picture(64, 80), resolution=64, annotators=tmp_path)
         assert out.shape == (64, 80, 3)
     assert calls == [
         (True, False, False),
@@ -210,21 +200,11 @@ def test_each_name_draws_what_the_extension_draws(monkeypatch: pytest.MonkeyPatc
     }
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_without_its_files_each_names_them(tmp_path: Path, name: str) -> None:
-    needed = pre.find(name).needs
-    assert pre.missing_files(pre.find(name), tmp_path) == list(needed)
-    with pytest.raises(InvalidRequest, match=rf"^module: preprocessor '{name}' needs {', '.join(needed)} in .*never"):
-        pre.run(name, _image(), resolution=64, annotators=tmp_path)
-    (tmp_path / annotators.BODY_FILE).write_bytes(b"x")
-    assert pre.missing_files(pre.find(name), tmp_path) == list(needed[1:])
-
-
 def test_a_file_that_does_not_fit_is_named_not_a_traceback(folder: Path, tmp_path: Path) -> None:
     hand = torch.load(folder / annotators.HAND_FILE)
     torch.save(hand, tmp_path / annotators.BODY_FILE)  # the hand model where the body's belongs
     with pytest.raises(InvalidRequest) as info:
-        pre.run("openpose", _image(), resolution=64, annotators=tmp_path)
+        pre.run("openpose", picture(64, 80), resolution=64, annotators=tmp_path)
     message = info.value.message
     assert info.value.field == "module"
     assert message.startswith(f"preprocessor 'openpose' cannot use body_pose_model.pth in {tmp_path}: ")
@@ -236,7 +216,7 @@ def test_a_file_that_does_not_fit_is_named_not_a_traceback(folder: Path, tmp_pat
     (tmp_path / "linked.pth").rename(tmp_path / annotators.BODY_FILE)
     (tmp_path / annotators.FACE_FILE).write_bytes(b"<html>rate limited</html>")  # a failed download
     with pytest.raises(InvalidRequest, match=r"^module: preprocessor 'openpose_faceonly' cannot use facenet\.pth in "):
-        pre.run("openpose_faceonly", _image(), resolution=64, annotators=tmp_path)
+        pre.run("openpose_faceonly", picture(64, 80), resolution=64, annotators=tmp_path)
 
 
 def test_a_person_is_assembled_from_heat_maps_and_pafs() -> None:
