@@ -19,7 +19,7 @@ from tests.test_service import FakeEngine
 from webui.choices import ResizeMode
 from webui.controlnet.units import DEFAULT_RESOLUTION, MAX_UNITS, ControlMode, ControlNetUnit, HiresOption
 from webui.errors import InvalidRequest
-from webui.outputs.infotext import format_infotext
+from webui.outputs.infotext import format_infotext, parse_infotext
 from webui.preferences import Preferences
 from webui.service.service import GenerationService
 from webui.settings import Settings
@@ -27,7 +27,7 @@ from webui.types import Mode
 from webui.ui import controlnet_panel as panel
 from webui.ui import forms
 from webui.ui.generate_tab import RUN_OUTPUTS, gallery_selection, run_job, selected_image
-from webui.ui.page import send_selected, txt2img_fill, txt2img_sections
+from webui.ui.page import send_selected, txt2img_fill
 from webui.ui.widgets import FieldSlider
 
 KEEP = {"__type__": "update"}
@@ -453,6 +453,10 @@ def _infotext(*units: ControlNetUnit, **params: Any) -> str:
     return format_infotext("a red circle", "", {**base, **params})
 
 
+def _values(text: str, units: int = 0) -> dict[str, Any]:
+    return forms.values_from_infotext(parse_infotext(text), units=units)
+
+
 def test_an_infotext_fills_units_and_disables_the_others() -> None:
     canny = ControlNetUnit(
         module="canny",
@@ -463,7 +467,7 @@ def test_an_infotext_fills_units_and_disables_the_others() -> None:
         control_mode="ControlNet is more important",
     )
     blur = ControlNetUnit(module="blur_gaussian", model="m", resize_mode="Resize and Fill", pixel_perfect=True)
-    values = forms.values_from_infotext(_infotext(canny, blur), units=3)
+    values = _values(_infotext(canny, blur), units=3)
     key = forms.unit_key
     assert values[key(0, "enabled")] and values[key(1, "enabled")] and values[key(2, "enabled")] is False
     assert (values[key(0, "module")], values[key(0, "model")], values[key(0, "weight")]) == (
@@ -484,7 +488,7 @@ def test_an_infotext_fills_units_and_disables_the_others() -> None:
         True,
     )
     assert key(0, "image") not in values  # a picture cannot come back from a text
-    assert forms.values_from_infotext(_infotext(canny), units=0).keys().isdisjoint({key(0, "enabled")})
+    assert _values(_infotext(canny), units=0).keys().isdisjoint({key(0, "enabled")})
     unknown = forms.unit_widget_values({"module": "sharpen", "threshold_a": 7.0})  # not Easel's: as the text says
     assert (unknown["module"], unknown["threshold_a"], unknown["threshold_b"], unknown["processor_res"]) == (
         "sharpen",
@@ -493,12 +497,12 @@ def test_an_infotext_fills_units_and_disables_the_others() -> None:
         DEFAULT_RESOLUTION,
     )
     old = _infotext(canny).replace("Crop and Resize", "Inner Fit (Scale to Fit)")  # the extension's old label
-    assert forms.values_from_infotext(old, units=1)[key(0, "resize_mode")] == "Crop and Resize"
+    assert _values(old, units=1)[key(0, "resize_mode")] == "Crop and Resize"
 
 
 def test_an_infotext_sets_hires_fix_on_with_a1111s_defaults_for_what_it_leaves_out_or_off() -> None:
     params = {"Denoising strength": 0.45, "Hires upscale": 2, "Hires upscaler": "Latent", "Hires prompt": "sharp"}
-    values = forms.values_from_infotext(_infotext(**params))
+    values = _values(_infotext(**params))
     assert values["enable_hr"] and (values["hr_scale"], values["hr_upscaler"], values["denoising_strength"]) == (
         2.0,
         "Latent",
@@ -510,9 +514,9 @@ def test_an_infotext_sets_hires_fix_on_with_a1111s_defaults_for_what_it_leaves_o
         "sharp",
     )
     assert (values["hr_second_pass_steps"], values["hr_resize_x"], values["hr_negative_prompt"]) == (0, 0, "")
-    resized = forms.values_from_infotext(_infotext(**{"Hires resize": "128x96", "Hires sampler": "Euler"}))
+    resized = _values(_infotext(**{"Hires resize": "128x96", "Hires sampler": "Euler"}))
     assert (resized["hr_resize_x"], resized["hr_resize_y"], resized["hr_sampler_name"]) == (128, 96, "Euler")
-    assert forms.values_from_infotext(_infotext())["enable_hr"] is False
+    assert _values(_infotext())["enable_hr"] is False
 
 
 def test_send_to_txt2img_fills_units_with_the_listed_model_and_the_preprocessors_sliders(
@@ -521,7 +525,7 @@ def test_send_to_txt2img_fills_units_with_the_listed_model_and_the_preprocessors
     names = list(forms.fields_for(Mode.TXT2IMG, 2))
     canny = ControlNetUnit(module="canny", model="m", threshold_a=300)  # out of range: kept, for Generate to name
     text = _infotext(canny).replace("control_tiny [0123456789]", "control_tiny [ffffffffff]")
-    *fields, _, tabs = txt2img_fill(service, names, text)
+    *fields, _, tabs, hires, controlnet, _ = txt2img_fill(service, names, text, 2)
     filled = dict(zip(names, fields, strict=True))
     key = forms.unit_key
     assert filled[key(0, "enabled")]["value"] is True and filled[key(1, "enabled")]["value"] is False
@@ -536,9 +540,9 @@ def test_send_to_txt2img_fills_units_with_the_listed_model_and_the_preprocessors
     with pytest.raises(InvalidRequest) as err:  # Generate then names what to correct
         forms.build_request(Mode.TXT2IMG, form)
     assert err.value.field == "controlnet_units[0].threshold_a"
-    hires, controlnet = txt2img_sections(text)
-    assert hires == KEEP and controlnet == {**KEEP, "open": True}
-    assert txt2img_sections(_infotext(**{"Hires upscale": 2}))[0] == {**KEEP, "open": True, "label": "Hires. fix (on)"}
+    assert hires == KEEP and controlnet == {**KEEP, "open": True}  # opened to show what was filled in
+    _, _, hires, controlnet, _ = txt2img_fill(service, names, _infotext(**{"Hires upscale": 2}), 2)[-5:]
+    assert hires == {**KEEP, "open": True, "label": "Hires. fix (on)"} and controlnet == KEEP
 
 
 # -- the unit count ------------------------------------------------------------------------------------------------

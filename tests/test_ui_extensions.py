@@ -24,9 +24,9 @@ from webui.service.service import GenerationService
 from webui.settings import Settings
 from webui.types import Mode
 from webui.ui import forms
+from webui.ui import page as page_module
 from webui.ui.extensions_tab import (
     DISABLED_TEXT,
-    extension_sections,
     extensions_table,
     install_extension,
     save_extension_settings,
@@ -228,7 +228,7 @@ def test_an_extension_that_stopped_running_after_the_page_was_built_is_not_sent(
 
 
 def test_an_infotext_fills_the_arguments_extensions_read_back_and_keeps_the_others(
-    service: GenerationService,
+    service: GenerationService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     text = format_infotext(
         "a mirrored circle",
@@ -236,7 +236,12 @@ def test_an_infotext_fills_the_arguments_extensions_read_back_and_keeps_the_othe
         {"Steps": 3, "Seed": 9, "Size": "64x64", "Latent mirror": "Top-bottom 0.5 until 0.25", "Watermark": "HELLO"},
     )
     names = list(_form(service))
-    *fields, _, tabs = txt2img_fill(service, names, text)
+    calls: list[str] = []
+    for module, name in ((page_module, "parse_infotext"), (service.plugins, "infotext_read")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
+    *fields, _, tabs, _, _, extensions = txt2img_fill(service, names, text, 0)
+    assert calls == ["parse_infotext", "infotext_read"]  # one parse, one call of the extensions' hook per click
     filled = dict(zip(names, fields, strict=True))
     assert filled["prompt"]["value"] == "a mirrored circle" and tabs.selected == "txt2img"
     assert filled["extension_args.latent-mirror.mode"]["value"] == "Top-bottom"
@@ -245,11 +250,11 @@ def test_an_infotext_fills_the_arguments_extensions_read_back_and_keeps_the_othe
     assert filled["extension_args.watermark.enabled"]["value"] is True
     assert filled["extension_args.watermark.text"]["value"] == "HELLO"
     assert filled["extension_args.recorder.count"] == KEEP and filled["extension_args.recorder.tag"] == KEEP
-    assert extension_sections(service, text) == {**KEEP, "open": True}
+    assert extensions == {**KEEP, "open": True}  # opened to show what was filled in
     plain = format_infotext("plain", "", {"Steps": 3, "Seed": 9, "Size": "64x64"})
-    *fields, _, _ = txt2img_fill(service, names, plain)
+    *fields, _, _, _, _, extensions = txt2img_fill(service, names, plain, 0)
     assert all(u == KEEP for n, u in zip(names, fields, strict=True) if n.startswith("extension_args."))
-    assert extension_sections(service, plain) == KEEP
+    assert extensions == KEEP
 
 
 def _state(service: GenerationService) -> dict[str, Any]:

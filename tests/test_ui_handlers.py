@@ -15,7 +15,7 @@ from PIL import Image
 
 from webui.errors import InvalidRequest
 from webui.outputs.history import HistoryIndex
-from webui.outputs.infotext import format_infotext, infotext_for
+from webui.outputs.infotext import format_infotext, infotext_for, parse_infotext
 from webui.outputs.saving import save_image
 from webui.service.service import GenerationService
 from webui.settings import Settings
@@ -126,7 +126,7 @@ def test_inpaint_without_any_mask_names_the_mask_field() -> None:
 def test_an_infotext_fills_the_form_back_with_the_same_request() -> None:
     original = forms.build_request(Mode.TXT2IMG, TXT2IMG, clip_skip=2)
     text = infotext_for(original, seed=42, sampler="DPM++ 2M", schedule="Karras", model_name="m", model_hash="abc")
-    values = forms.values_from_infotext(text)
+    values = forms.values_from_infotext(parse_infotext(text))
     assert values["clip_skip"] == 2 and values["checkpoint"] == "m"
     again = forms.build_request(Mode.TXT2IMG, {**TXT2IMG, "prompt": "", "seed": 1, **values}, clip_skip=2)
     fields = ("prompt", "negative_prompt", "sampler_name", "scheduler", "steps", "width", "height", "cfg_scale", "seed")
@@ -250,7 +250,7 @@ def test_png_info_shows_a_comfyui_images_parameters_and_sends_them_to_txt2img(tm
     assert text.startswith("beautiful scenery nature glass bottle landscape")
     assert ["Negative prompt", "text, watermark"] in rows and ["Seed", "156680208700286"] in rows
     assert ["Sampler", "Euler"] in rows and ["Model", "v1-5-pruned-emaonly"] in rows and ["Size", "512x512"] in rows
-    values = forms.values_from_infotext(text)
+    values = forms.values_from_infotext(parse_infotext(text))
     assert (values["steps"], values["cfg_scale"], values["sampler_name"], values["scheduler"]) == (
         20,
         8.0,
@@ -402,14 +402,15 @@ def test_send_to_txt2img_fills_the_form_and_finds_a_renamed_lora_by_its_hash(tmp
     params["Lora hashes"] = f"striped: {addnet_hash_safetensors(lora)[:12]}"
     text = format_infotext("a circle <lora:striped:0.6>, <lora:missing:1>", "blurry", params)
     names = list(forms.COMMON_FIELDS)
-    *fields, clip_skip, tabs = txt2img_fill(service, names, text)
+    *fields, clip_skip, tabs, hires, controlnet, extensions = txt2img_fill(service, names, text, 0)
     filled = dict(zip(names, fields, strict=True))
     assert filled["prompt"]["value"] == "a circle <lora:striped-v2:0.6>, <lora:missing:1>"
     assert (filled["negative_prompt"]["value"], filled["steps"]["value"], filled["seed"]["value"]) == ("blurry", 12, 7)
     assert (filled["width"]["value"], filled["height"]["value"], filled["sampler_name"]["value"]) == (64, 96, "Euler a")
     assert filled["n_iter"] == KEEP and filled["batch_size"] == KEEP  # how many to make is not the image's
     assert clip_skip["value"] == 2 and tabs.selected == "txt2img"
-    assert all(update == KEEP for update in txt2img_fill(service, names, "  ")[:-1])
+    assert hires == controlnet == extensions == KEEP  # nothing there to show: the accordions stay as they are
+    assert all(update == KEEP for update in txt2img_fill(service, names, "  ", 0))
 
 
 def _history_with(tmp_path: Path, count: int) -> HistoryIndex:

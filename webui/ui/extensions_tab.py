@@ -106,17 +106,6 @@ def build_extension_arguments(
     return accordion
 
 
-def extension_sections(service: GenerationService, text: str) -> Any:
-    """Beside "send to txt2img": open the txt2img "Extensions" accordion when an extension read its arguments
-    back from the text, so what was filled in is in view."""
-    plugins = service.plugins
-    if plugins is None or not text or not text.strip():
-        return gr.update()
-    from webui.outputs.infotext import parse_infotext
-
-    return gr.update(open=True) if plugins.infotext_read(parse_infotext(text)) else gr.update()
-
-
 # -- the tabs extensions add ----------------------------------------------------------------------------------
 
 

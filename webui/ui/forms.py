@@ -381,11 +381,11 @@ def combine_masks(
     return Image.fromarray(union, "L")
 
 
-def values_from_infotext(text: str, units: int = 0) -> dict[str, Any]:
-    """Widget values for the txt2img form from an infotext (PNG Info's and History's "send to txt2img"): the
-    parameters, hires fix, and the first ``units`` ControlNet units (enabled; the others disabled, since the picture
-    was made without them)."""
-    fields = request_fields_from_infotext(parse_infotext(text))
+def values_from_infotext(parsed: Mapping[str, Any], units: int = 0) -> dict[str, Any]:
+    """Widget values for the txt2img form from a parsed infotext (``parse_infotext``; PNG Info's and History's "send
+    to txt2img"): the parameters, hires fix, and the first ``units`` ControlNet units (enabled; the others disabled,
+    since the picture was made without them)."""
+    fields = request_fields_from_infotext(dict(parsed))
     # The form's own fields, less the batch (a picture's parameters, not how many to make), plus those an
     # img2img or inpaint text carries.
     names = set(COMMON_FIELDS) - {"n_iter", "batch_size"} | {
@@ -406,7 +406,7 @@ def values_from_infotext(text: str, units: int = 0) -> dict[str, Any]:
         values["checkpoint"] = fields["checkpoint"]
     values.update(_hires_values(fields))
     if units:
-        found = units_from_infotext(parse_infotext(text))[:units]
+        found = units_from_infotext(dict(parsed))[:units]
         for index, unit in enumerate(found):
             values.update({unit_key(index, name): value for name, value in unit_widget_values(unit).items()})
         for index in range(len(found), units):  # the picture was made without them

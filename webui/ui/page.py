@@ -21,7 +21,6 @@ from webui.types import VAE_AUTOMATIC as AUTOMATIC
 from webui.types import Mode
 from webui.ui import forms
 from webui.ui.controlnet_panel import (
-    KEEP,
     USE_FIELDS,
     ControlNetTab,
     build_controlnet_tab,
@@ -30,7 +29,7 @@ from webui.ui.controlnet_panel import (
     unit_fill_updates,
     use_in_unit,
 )
-from webui.ui.extensions_tab import ExtensionTab, build_extension_tabs, build_extensions_tab, extension_sections
+from webui.ui.extensions_tab import ExtensionTab, build_extension_tabs, build_extensions_tab
 from webui.ui.generate_tab import HIRES_LABELS, GenerationTab, TopBar, build_generation_tab, selected_image
 from webui.ui.history_tab import build_history_tab
 from webui.ui.pnginfo_tab import build_pnginfo_tab
@@ -144,21 +143,21 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
         _wire_use_buttons(controlnet_tab, tabs_by_mode, tabs)
 
         txt2img = tabs_by_mode[Mode.TXT2IMG]
-        fill_targets = [*txt2img.widgets.values(), clip_skip, tabs]
         assert txt2img.hires is not None and txt2img.controlnet is not None
-        sections = [txt2img.hires, txt2img.controlnet.accordion]
+        sections = [
+            txt2img.hires,
+            txt2img.controlnet.accordion,
+            *([txt2img.extensions] if txt2img.extensions is not None else []),
+        ]
+        fill_targets = [*txt2img.widgets.values(), clip_skip, tabs, *sections]
+        units = len(txt2img.controlnet.units)
 
         def fill_txt2img(text: str) -> tuple[Any, ...]:
-            return txt2img_fill(service, list(txt2img.widgets), text)
+            # Without an Extensions accordion (no extension takes arguments) its update, the last, is left out.
+            return txt2img_fill(service, list(txt2img.widgets), text, units)[: len(fill_targets)]
 
         for button, text in ((history.reuse, history.info), (pnginfo.send, pnginfo.text)):
             button.click(fill_txt2img, inputs=[text], outputs=fill_targets)
-            button.click(txt2img_sections, inputs=[text], outputs=sections, show_progress="hidden")
-            if txt2img.extensions is not None:
-                button.click(
-                    lambda text: extension_sections(service, text), inputs=[text], outputs=[txt2img.extensions],
-                    show_progress="hidden",
-                )  # fmt: skip
         history_tab_item.select(history.first_page, inputs=history.filters, outputs=history.outputs)
 
         # -- models --------------------------------------------------------------------------------------
@@ -265,21 +264,25 @@ def build_ui(service: GenerationService, extension_tabs: Sequence[ExtensionTab] 
     return page
 
 
-def txt2img_fill(service: GenerationService, names: Sequence[str], text: str) -> tuple[Any, ...]:
-    """What "Send to txt2img" (PNG Info) and "♻️ Reuse" (History) do: updates for the txt2img widgets ``names``, clip skip,
-    and the tabs (txt2img selected). Fields the text does not name keep their values; an empty text changes nothing.
-    Hires fix is set as the text says (off without ``Hires`` keys, as A1111's paste); its ``ControlNet N`` entries
-    fill and enable units 0..N (their images cannot come back), and the other units are disabled. Extensions' per-job
-    arguments are filled with what each extension reads back from the text (``easel_infotext_read``).
+def txt2img_fill(service: GenerationService, names: Sequence[str], text: str, units: int) -> tuple[Any, ...]:
+    """What "Send to txt2img" (PNG Info) and "♻️ Reuse" (History) do, in one event: updates for the txt2img widgets
+    ``names`` (with ``units`` ControlNet units), clip skip and the tabs (txt2img selected), then for the Hires. fix,
+    ControlNet and Extensions accordions, opened when the text turns them on so what was filled in is in view.
+
+    Fields the text does not name keep their values; an empty text changes nothing. Hires fix is set as the text
+    says (off without ``Hires`` keys, as A1111's paste); its ``ControlNet N`` entries fill and enable units 0..N
+    (their images cannot come back), and the other units are disabled. Extensions' per-job arguments are filled with
+    what each extension reads back from the text (``easel_infotext_read``). The text is parsed once.
     """
     if not text or not text.strip():
-        return tuple(gr.update() for _ in range(len(names) + 2))
-    units = forms.unit_count(dict.fromkeys(names))
-    values = forms.values_from_infotext(text, units=units)
+        return tuple(gr.update() for _ in range(len(names) + 5))
+    parsed = parse_infotext(text)
+    values = forms.values_from_infotext(parsed, units=units)
     if "prompt" in values:  # LoRAs renamed since: follow their hashes, as A1111 does
-        values["prompt"] = service.rename_loras(values["prompt"], parse_infotext(text).get("Lora hashes"))
-    if service.plugins is not None:  # the extensions' arguments they read back; the others keep their values
-        values.update(forms.values_from_extension_args(service.plugins.infotext_read(parse_infotext(text))))
+        values["prompt"] = service.rename_loras(values["prompt"], parsed.get("Lora hashes"))
+    # The extensions' arguments they read back; the others keep their values.
+    read = service.plugins.infotext_read(parsed) if service.plugins is not None else {}
+    values.update(forms.values_from_extension_args(read))
     updates = {name: gr.update(value=values[name]) if name in values else gr.update() for name in names}
     for index in range(units):
         updates.update(unit_fill_updates(service, values, index))
@@ -287,18 +290,10 @@ def txt2img_fill(service: GenerationService, names: Sequence[str], text: str) ->
     skip = values.get("clip_skip")
     filled.append(gr.update(value=skip) if isinstance(skip, int) and 1 <= skip <= 12 else gr.update())
     filled.append(gr.Tabs(selected="txt2img"))
+    filled.append(gr.update(open=True, label=HIRES_LABELS[True]) if values.get("enable_hr") else gr.update())
+    filled.append(gr.update(open=True) if values.get(forms.unit_key(0, "enabled")) else gr.update())
+    filled.append(gr.update(open=True) if read else gr.update())
     return tuple(filled)
-
-
-def txt2img_sections(text: str) -> tuple[Any, Any]:
-    """Beside ``txt2img_fill``: open the Hires. fix and ControlNet accordions when the text turns them on, so what
-    was filled in is in view."""
-    if not text or not text.strip():
-        return KEEP, KEEP
-    values = forms.values_from_infotext(text, units=1)
-    hires = gr.update(open=True, label=HIRES_LABELS[True]) if values.get("enable_hr") else KEEP
-    controlnet = gr.update(open=True) if values.get(forms.unit_key(0, "enabled")) else KEEP
-    return hires, controlnet
 
 
 def send_selected(
