@@ -315,7 +315,7 @@ def build_router(service: GenerationService, flags: dict[str, Any], options: Api
             UpscalerItem(name=n, model_name=None, model_path=None, model_url=None, scale=4) for n in BUILT_IN_UPSCALERS
         ]
         for info in weights.upscalers.registry.list():
-            scale = weights.upscalers.scale_of(info.model_name)
+            scale = weights.upscalers.scale_of(info)
             items.append(
                 UpscalerItem(
                     name=info.model_name, model_name="ESRGAN", model_path=str(info.path), model_url=None, scale=scale
@@ -435,8 +435,7 @@ def build_router(service: GenerationService, flags: dict[str, Any], options: Api
     @router.post("/extra-single-image", response_model=ExtraSingleImageResponse)
     def extra_single_image(body: ExtraSingleImageBody, request: Request) -> ExtraSingleImageResponse:
         """Built-in resampling or an ESRGAN-family file (through the queue: the worker owns the device)."""
-        _refuse_unsupported_extras(body)
-        weights.upscalers.check(body.upscaler_1, "upscaler_1")
+        convert.refuse_unsupported_extras(body)
         image = decode_image(body.image, "image")
         if body.resize_mode == 0:
             if not 1.0 <= body.upscaling_resize <= 8.0:
@@ -482,23 +481,6 @@ def build_router(service: GenerationService, flags: dict[str, Any], options: Api
         return data
 
     return router
-
-
-# Extras fields for what Easel does not have, with the value that means "off" (what webuiapi sends by default).
-UNSUPPORTED_EXTRAS = {
-    "upscaler_2": ("None", "a second upscaler"),
-    "extras_upscaler_2_visibility": (0, "a second upscaler"),
-    "gfpgan_visibility": (0, "GFPGAN face restoration"),
-    "codeformer_visibility": (0, "CodeFormer face restoration"),
-}
-
-
-def _refuse_unsupported_extras(body: ExtraSingleImageBody) -> None:
-    """Non-default values of the extras fields Easel cannot honour are refused by name, never ignored."""
-    for name, (off, what) in UNSUPPORTED_EXTRAS.items():
-        value = getattr(body, name)
-        if value != off:
-            raise InvalidRequest(name, f"{what} is not supported in Easel; send {off!r}, got {value!r}")
 
 
 def error_status(exc: EaselError) -> int:

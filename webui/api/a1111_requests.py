@@ -7,18 +7,18 @@ Kept apart from the routes so the mapping is testable without HTTP. Every refusa
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from webui import __version__, samplers
 from webui.api import controlnet
-from webui.api.schemas import Img2ImgBody, Txt2ImgBody
+from webui.api.schemas import ExtraSingleImageBody, Img2ImgBody, Txt2ImgBody
 from webui.errors import EaselError, InvalidRequest
 from webui.images import decode_image, encode_png_base64
 from webui.outputs.infotext import parse_infotext, request_fields_from_infotext
 from webui.preferences import Preferences
+from webui.prompts.parser import extract_networks
 from webui.types import GenerationRequest, GenerationResult, MaskedContent, Mode
 
 # override_settings / options keys that shape one generation, and the request field each sets.
@@ -39,8 +39,6 @@ A1111_FIELDS = {
 }
 # Labels that lookups put in their errors (``ModelNotFound.field``), as request fields.
 _LABELS = {"sd_vae": "vae"}
-# Extra-network tags, which A1111's ``disable_extra_networks`` leaves unused (without any, the flag changes nothing).
-_NETWORK_TAG = re.compile(r"<(lora|lyco|hypernet):", re.IGNORECASE)
 # What A1111 takes as "no refiner" (its own check in ``processing.py``).
 _NO_REFINER = {"", "none"}
 _SAME_CHECKPOINT = {"", "Use same checkpoint"}
@@ -75,10 +73,6 @@ def _refuse_unsupported(body: Txt2ImgBody, extensions: Collection[str] = ()) -> 
         raise InvalidRequest(
             "refiner_checkpoint", 'the refiner is not available in Easel; leave it unset (null, "" or "None")'
         )
-    if body.disable_extra_networks and _NETWORK_TAG.search(f"{body.prompt}\n{body.negative_prompt}"):
-        raise InvalidRequest(
-            "disable_extra_networks", "Easel cannot leave <lora:...> tags unused yet; remove them or send false"
-        )
     for field in ("seed_resize_from_w", "seed_resize_from_h"):
         if getattr(body, field) > 0:  # A1111 resizes the seed's noise only for sizes above 0
             raise InvalidRequest(
@@ -91,13 +85,31 @@ def _refuse_unsupported(body: Txt2ImgBody, extensions: Collection[str] = ()) -> 
             raise ScriptNotFound("alwayson_scripts", name)
 
 
-def _infotext_fields(body: Txt2ImgBody, rename_loras: Callable[[str, str | None], str] | None) -> dict[str, Any]:
-    """A1111 1.10's ``infotext``: its values fill the fields the body did not set explicitly (an option set in
-    ``override_settings`` wins over the infotext's, as in A1111); LoRAs renamed since are found by the hashes it
-    recorded."""
-    if not body.infotext:
+# Extras fields for what Easel does not have, with the value that means "off" (what webuiapi sends by default).
+UNSUPPORTED_EXTRAS = {
+    "upscaler_2": ("None", "a second upscaler"),
+    "extras_upscaler_2_visibility": (0, "a second upscaler"),
+    "gfpgan_visibility": (0, "GFPGAN face restoration"),
+    "codeformer_visibility": (0, "CodeFormer face restoration"),
+}
+
+
+def refuse_unsupported_extras(body: ExtraSingleImageBody) -> None:
+    """Non-default values of the extras fields Easel cannot honour are refused by name, never ignored."""
+    for name, (off, what) in UNSUPPORTED_EXTRAS.items():
+        value = getattr(body, name)
+        if value != off:
+            raise InvalidRequest(name, f"{what} is not supported in Easel; send {off!r}, got {value!r}")
+
+
+def _infotext_fields(
+    body: Txt2ImgBody, parsed: dict[str, Any] | None, rename_loras: Callable[[str, str | None], str] | None
+) -> dict[str, Any]:
+    """A1111 1.10's ``infotext`` (``parsed``): its values fill the fields the body did not set explicitly (an option
+    set in ``override_settings`` wins over the infotext's, as in A1111); LoRAs renamed since are found by the hashes
+    it recorded."""
+    if not parsed:
         return {}
-    parsed = parse_infotext(body.infotext)
     fields = request_fields_from_infotext(parsed)
     if rename_loras is not None:
         fields["prompt"] = rename_loras(fields["prompt"], parsed.get("Lora hashes"))
@@ -153,13 +165,17 @@ def build_request(
             fields["controlnet_units"] = controlnet.units_from_args(value)
         else:
             extension_args[name] = _extension_args(name, value)
-    infotext = _infotext_fields(body, rename_loras)
-    fields.update(infotext)
-    if body.infotext and plugins is not None:  # extensions read their own fields back, unless the body sent them
-        read = plugins.infotext_read(parse_infotext(body.infotext))
+    parsed = parse_infotext(body.infotext) if body.infotext else None
+    fields.update(_infotext_fields(body, parsed, rename_loras))
+    if parsed and plugins is not None:  # extensions read their own fields back, unless the body sent them
+        read = plugins.infotext_read(parsed)
         extension_args = {**{k: v for k, v in read.items() if k not in extension_args}, **extension_args}
     if extension_args:
         fields["extension_args"] = extension_args
+    if body.disable_extra_networks:  # A1111 leaves the tags unused: the LoRAs they name are not applied
+        for name in ("prompt", "negative_prompt", "hr_prompt", "hr_negative_prompt"):
+            if fields.get(name):
+                fields[name], _tags = extract_networks(fields[name], name)
     if mode is not Mode.TXT2IMG:
         assert isinstance(body, Img2ImgBody)
         _img2img_fields(body, fields, mode)
@@ -211,16 +227,11 @@ def _sd_upscale_fields(body: Img2ImgBody, upscaler_names: list[str]) -> dict[str
                 "script_args[2]", f"upscaler index must be 0 to {len(upscaler_names) - 1} ({', '.join(upscaler_names)})"
             )
         upscaler = upscaler_names[upscaler]
-    if not isinstance(upscaler, str):
-        raise InvalidRequest("script_args[2]", f"must be an upscaler index or name, got {upscaler!r}")
-    for index, value in ((1, overlap), (3, scale)):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidRequest(f"script_args[{index}]", f"must be a number, got {value!r}")
     return {
         "sd_upscale": True,
-        "sd_upscale_overlap": int(overlap),
+        "sd_upscale_overlap": overlap,  # checked by the request, named script_args[1..3] (A1111_FIELDS)
         "sd_upscale_upscaler": upscaler,
-        "sd_upscale_scale": float(scale),
+        "sd_upscale_scale": scale,
     }
 
 
@@ -257,7 +268,8 @@ def a1111_names(body: Txt2ImgBody) -> dict[str, str]:
     names = dict(A1111_FIELDS)
     if body.sampler_name is None and "sampler_index" in body.model_fields_set:
         names["sampler_name"] = "sampler_index"  # the legacy name, when it was the one sent
-    names.update(dict.fromkeys(_infotext_fields(body, None), "infotext"))
+    parsed = parse_infotext(body.infotext) if body.infotext else None
+    names.update(dict.fromkeys(_infotext_fields(body, parsed, None), "infotext"))
     for option, field in REQUEST_OPTIONS.items():
         if option in (body.override_settings or {}):
             names[field] = f"override_settings.{option}"

@@ -163,7 +163,7 @@ def _sliders(pre: preprocessors.Preprocessor) -> list[dict[str, Any] | None]:
     return out
 
 
-def build_controlnet_router(service: GenerationService, unit_count: int = 3) -> APIRouter:
+def build_controlnet_router(service: GenerationService) -> APIRouter:
     router = APIRouter(prefix="/controlnet", tags=["ControlNet extension compatible"])
 
     @router.get("/version")
@@ -210,7 +210,7 @@ def build_controlnet_router(service: GenerationService, unit_count: int = 3) -> 
 
     @router.get("/settings")
     def settings() -> dict[str, Any]:
-        return {"control_net_unit_count": unit_count}
+        return {"control_net_unit_count": service.preferences.current.controlnet_units}  # the page's setting
 
     @router.post("/detect")
     def detect(body: DetectBody) -> dict[str, Any]:

@@ -55,11 +55,8 @@ class UpscalerLibrary:
         if name not in BUILT_IN:
             self.find_model(name, field)
 
-    def scale_of(self, name: str) -> int | None:
-        """The model's native factor when it is loaded (None for built-ins or models not read yet)."""
-        if name in BUILT_IN:
-            return None
-        info = self.find_model(name, "upscaler")
+    def scale_of(self, info: CheckpointInfo) -> int | None:
+        """A listed model's native factor once it has been loaded (None before: reading it would cost a load)."""
         cached = self._loaded.get(info.path)
         return cached[1].scale if cached else None
 
