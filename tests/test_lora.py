@@ -34,7 +34,7 @@ from webui.outputs.infotext import parse_infotext
 from webui.service.factory import create_service
 from webui.settings import Settings
 from webui.types import GenerationRequest
-from webui.weights.convert import _unet_key
+from webui.weights.convert import unet_key
 from webui.weights.detect import Architecture
 
 SIZE = 64
@@ -64,7 +64,7 @@ def _lora_in_three_namings(family: str, seed: int) -> dict[str, dict[str, torch.
         else:
             down = torch.randn(4, layer.in_channels, *layer.kernel_size, generator=gen) * 0.3
             up = torch.randn(layer.out_channels, 4, 1, 1, generator=gen) * 0.3
-        ldm = _unet_key(name + ".weight", layers, attends_up).removesuffix(".weight")
+        ldm = unet_key(name + ".weight", layers, attends_up).removesuffix(".weight")
         for form, key in (("diffusers", name.replace(".", "_")), ("ldm", ldm.replace(".", "_"))):
             forms[form][f"lora_unet_{key}.lora_down.weight"] = down
             forms[form][f"lora_unet_{key}.lora_up.weight"] = up

@@ -31,6 +31,7 @@ from webui.errors import EaselError, ModelLoadError
 from webui.networks import lora_keys
 from webui.networks.lora_keys import LoraFamily
 from webui.weights import formats
+from webui.weights.convert import ldm_module_names
 from webui.weights.detect import FAMILY_LABELS
 from webui.weights.hashing import HashCache
 from webui.weights.registry import CheckpointInfo, ModelRegistry
@@ -254,12 +255,12 @@ class LoraLibrary:
         state_dict = self.read(info, stamp)
         self.check_format(info, state_dict)
         self.check_fits(info, state_dict, model)
-        layout = lora_keys.UNetLayout.of(model.components["unet"].config)
+        ldm_names = ldm_module_names(model.components["unet"])
         self._drop_versions(pipe, model.lora_adapters, info.path)
         try:
             with warnings.catch_warnings():  # peft warns that a model may carry several adapters: it may
                 warnings.filterwarnings("ignore", message=".*multiple adapters.*")
-                pipe.load_lora_weights(lora_keys.with_diffusers_names(state_dict, layout), adapter_name=adapter)
+                pipe.load_lora_weights(lora_keys.with_diffusers_names(state_dict, ldm_names), adapter_name=adapter)
         except (ValueError, KeyError, RuntimeError, TypeError) as exc:
             if _is_attached(pipe, adapter):  # a text encoder may have taken its part before the U-Net failed
                 _detach(pipe, adapter)

@@ -15,7 +15,7 @@ The width of the cross-attention's ``to_k``/``to_v`` input is the text condition
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,71 +115,8 @@ def unknown_keys(state_dict: Mapping[str, Any]) -> list[str]:
 
 # -- LDM/SGM U-Net names -> diffusers module names ---------------------------------------------------------------
 _LDM_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
-_LDM_BLOCK = re.compile(r"(input_blocks|middle_block|output_blocks)_(\d+)_(?:(\d+)_)?(\w*)")
-_LDM_RESNET = {
-    "in_layers_0": "norm1",
-    "in_layers_2": "conv1",
-    "out_layers_0": "norm2",
-    "out_layers_3": "conv2",
-    "emb_layers_1": "time_emb_proj",
-    "skip_connection": "conv_shortcut",
-}
 _TENSOR_SUFFIX = re.compile(r"\.(lora_down\.weight|lora_up\.weight|lora_A\.weight|lora_B\.weight|alpha|dora_scale)$")
 _PEFT_TO_KOHYA = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}
-
-
-@dataclass(frozen=True)
-class UNetLayout:
-    """What the LDM block numbering depends on: res blocks per level and which output levels attend."""
-
-    layers_per_block: int
-    attends_up: Sequence[bool]
-
-    @classmethod
-    def of(cls, unet_config: Any) -> UNetLayout:
-        ups = [str(name).startswith("CrossAttn") for name in unet_config.up_block_types]
-        return cls(int(unet_config.layers_per_block), ups)
-
-
-def _resnet(rest: str) -> str:
-    for ldm, diffusers in _LDM_RESNET.items():
-        if rest == ldm or rest.startswith(ldm + "_"):
-            return diffusers + rest[len(ldm) :]
-    return rest
-
-
-def _ldm_module(module: str, layout: UNetLayout) -> str:
-    """One LDM U-Net module name (underscores) to diffusers' (underscores); unknown names come back unchanged.
-
-    The inverse of ``webui.weights.convert._unet_key``: blocks are numbered flat, ``layers + 1`` per level.
-    """
-    if module == "input_blocks_0_0":
-        return "conv_in"
-    match = _LDM_BLOCK.fullmatch(module)
-    if match is None:
-        return module
-    kind, index, slot, rest = match[1], int(match[2]), match[3], match[4]
-    per_level = layout.layers_per_block + 1
-    if kind == "middle_block":
-        if slot is not None:  # middle_block has one index; the regex took the first digits of the rest
-            rest = f"{slot}_{rest}"
-        return {0: f"mid_block_resnets_0_{_resnet(rest)}", 1: f"mid_block_attentions_0_{rest}",
-                2: f"mid_block_resnets_1_{_resnet(rest)}"}.get(index, module)  # fmt: skip
-    if slot is None:
-        return module
-    if kind == "input_blocks":
-        if index % per_level == 0:
-            return f"down_blocks_{index // per_level - 1}_downsamplers_0_conv"
-        level, layer = divmod(index - 1, per_level)
-        inner = f"resnets_{layer}_{_resnet(rest)}" if slot == "0" else f"attentions_{layer}_{rest}"
-        return f"down_blocks_{level}_{inner}"
-    level, layer = divmod(index, per_level)
-    attends = level < len(layout.attends_up) and layout.attends_up[level]
-    if slot == "0":
-        return f"up_blocks_{level}_resnets_{layer}_{_resnet(rest)}"
-    if slot == "1" and attends:
-        return f"up_blocks_{level}_attentions_{layer}_{rest}"
-    return f"up_blocks_{level}_upsamplers_0_conv"  # the upsampler follows the attention, or the res block
 
 
 def _split_ldm_key(key: str) -> tuple[str, str] | None:
@@ -197,17 +134,15 @@ def _split_ldm_key(key: str) -> tuple[str, str] | None:
     return module, _PEFT_TO_KOHYA.get(match[1], match[1])
 
 
-def has_ldm_names(state_dict: Mapping[str, Any]) -> bool:
-    return any(_split_ldm_key(key) is not None for key in state_dict)
-
-
-def with_diffusers_names(state_dict: Mapping[str, Any], layout: UNetLayout) -> dict[str, Any]:
+def with_diffusers_names(state_dict: Mapping[str, Any], ldm_names: Mapping[str, str]) -> dict[str, Any]:
     """The state dict with LDM-named U-Net keys (``lora_unet_input_blocks_4_1_...``, ``diffusion_model.
     input_blocks.4.1....``) renamed to kohya's diffusers-named form (``lora_unet_down_blocks_1_attentions_0_...``).
 
+    ``ldm_names`` maps the loaded U-Net's LDM layer paths to its diffusers paths (``convert.ldm_module_names``).
     diffusers maps LDM names only for SDXL pipelines, and then guesses the output side's upsampler slot the SDXL
     way; renaming here from the model's own layout reads SD1.x, SD2.x and SDXL files the same, exactly.
     """
+    by_underscores = {ldm.replace(".", "_"): name.replace(".", "_") for ldm, name in ldm_names.items()}
     renamed: dict[str, Any] = {}
     for key, value in state_dict.items():
         split = _split_ldm_key(key)
@@ -215,5 +150,5 @@ def with_diffusers_names(state_dict: Mapping[str, Any], layout: UNetLayout) -> d
             renamed[key] = value
             continue
         module, tensor = split
-        renamed[f"lora_unet_{_ldm_module(module, layout)}.{tensor}"] = value
+        renamed[f"lora_unet_{by_underscores.get(module, module)}.{tensor}"] = value
     return renamed

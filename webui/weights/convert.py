@@ -55,7 +55,7 @@ def _resnet(rest: str) -> str:
     return f"{found[0]}.{found[1]}" if found else rest
 
 
-def _unet_key(key: str, layers: int, attends_up: list[bool]) -> str:
+def unet_key(key: str, layers: int, attends_up: list[bool]) -> str:
     """One diffusers U-Net key to LDM: blocks are numbered flat, ``layers + 1`` per level (the input side's
     extra slot holds the downsampler; the output side has one more res block per level instead)."""
     fixed = _split(key, _UNET_FIXED)
@@ -82,12 +82,31 @@ def _unet_key(key: str, layers: int, attends_up: list[bool]) -> str:
     raise ValueError(f"no original-layout name for U-Net tensor {key}")
 
 
+def ldm_module_names(unet: Any) -> dict[str, str]:
+    """Each weighted U-Net layer's original (LDM) path -> its diffusers path, by the very rule the checkpoint writer
+    uses (so LoRAs named the LDM way find the same layers). Layers peft wrapped for attached LoRAs count as the
+    layer they wrap; the adapters' own layers are left out."""
+    config = unet.config
+    layers = int(config.layers_per_block)
+    attends_up = [name.startswith("CrossAttn") for name in config.up_block_types]
+    names: dict[str, str] = {}
+    for name, module in unet.named_modules():
+        if "lora_" in name or not isinstance(getattr(module, "weight", None), torch.Tensor):
+            continue
+        name = name.removesuffix(".base_layer")
+        try:
+            names[unet_key(name + ".weight", layers, attends_up).removesuffix(".weight")] = name
+        except ValueError:
+            continue  # a layer the original layout does not have
+    return names
+
+
 def unet_to_original(unet: Any) -> dict[str, Tensor]:
     """UNet2DConditionModel state dict with LDM names (no ``model.diffusion_model.`` prefix)."""
     config = unet.config
     layers = int(config.layers_per_block)
     attends_up = [name.startswith("CrossAttn") for name in config.up_block_types]
-    return {_unet_key(k, layers, attends_up): v for k, v in unet.state_dict().items()}
+    return {unet_key(k, layers, attends_up): v for k, v in unet.state_dict().items()}
 
 
 def _vae_key(key: str, levels: int) -> tuple[str, bool]:
@@ -226,6 +245,6 @@ def controlnet_to_original(controlnet: Any) -> dict[str, Tensor]:
         elif m := re.match(r"controlnet_cond_embedding\.conv_out\.(.+)", key):
             name = f"input_hint_block.{2 * (blocks + 1)}.{m[1]}"
         else:
-            name = _unet_key(key, layers, [])
+            name = unet_key(key, layers, [])
         out[name] = value.detach().clone().contiguous()
     return out
