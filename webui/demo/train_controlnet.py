@@ -85,7 +85,7 @@ def train_controlnet(
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     components = components or train_networks.load_demo()
-    unet, text_encoder, tokenizer = components["unet"], components["text_encoder"], components["tokenizer"]
+    unet, text_encoder = components["unet"], components["text_encoder"]
     log(f"rendering {config.scenes} scenes, their canny maps and latents")
     pixels, scene_list = scenes.dataset(config.scenes, config.seed + 1)
     hints = edge_maps(pixels)
@@ -95,48 +95,25 @@ def train_controlnet(
     controlnet = build(unet).train()
     params = [p for p in controlnet.parameters() if p.requires_grad]
     log(f"ControlNet: {sum(p.numel() for p in params) / 1e6:.2f} M parameters")
-    recipe = train.TrainConfig(
-        seed=config.seed,
-        prediction=components["scheduler"].config.prediction_type,
-        blind_from=config.blind_from,
-        top_share=config.top_share,
-    )
-    alphas = components["scheduler"].alphas_cumprod.float()
-    weights = train.loss_weights(alphas, recipe)
-    gen = torch.Generator().manual_seed(config.seed + 2)
     rng = random.Random(config.seed + 3)
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    loop_started = time.perf_counter()
-    running = 0.0
-    for step in range(config.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr * train._schedule(step, config.steps, config.warmup_steps)
-        index = torch.randint(len(latents), (config.batch,), generator=gen)
-        texts = [positionless_caption(scene_list[i], rng, config.empty_caption) for i in index.tolist()]
+
+    def captions(index: list[int]) -> list[str]:
+        return [positionless_caption(scene_list[i], rng, config.empty_caption) for i in index]
+
+    def encode(ids: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            context = text_encoder(train._tokenize(tokenizer, texts))[0]
-        x0 = latents[index]
-        noise = torch.randn(x0.shape, generator=gen)
-        t = train.sample_timesteps(x0.shape[0], recipe, len(alphas), gen)
-        noisy, target = train.noised(
-            x0, noise, alphas[t][:, None, None, None], t >= recipe.blind_from, recipe.prediction
-        )
+            return text_encoder(ids)[0]
+
+    def predict(noisy: torch.Tensor, t: torch.Tensor, context: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         down, mid = controlnet(noisy, t, encoder_hidden_states=context, controlnet_cond=hints[index], return_dict=False)
-        pred = unet(
-            noisy,
-            t,
-            encoder_hidden_states=context,
-            down_block_additional_residuals=down,
+        return unet(
+            noisy, t, encoder_hidden_states=context, down_block_additional_residuals=down,
             mid_block_additional_residual=mid,
-        ).sample
-        loss = (((pred - target) ** 2).mean(dim=(1, 2, 3)) * weights[t]).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        running = loss.item() if step == 0 else 0.95 * running + 0.05 * loss.item()
-        if step % config.log_every == 0 or step == config.steps - 1:
-            train._progress(log, "controlnet", step, config.steps, loop_started, f"loss {running:.4f}")
+        ).sample  # fmt: skip
+
+    training_minutes = train_networks._fit(
+        components, latents, captions, encode, params, config.steps, config.lr, config, "controlnet", log, predict
+    )
     controlnet.eval()
     state = {k: v.to(torch.float16) for k, v in controlnet_to_original(controlnet).items()}
     minutes = (time.perf_counter() - started) / 60
@@ -145,10 +122,10 @@ def train_controlnet(
         "modelspec.title": "Easel demo: canny ControlNet",
         "modelspec.description": "Puts the Easel demo model's shape where a canny edge map draws it.",
         "modelspec.architecture": "stable-diffusion-v1/controlnet",
-        "easel.training": train_networks._record(  # type: ignore[arg-type]
+        "easel.training": train_networks._record(
             config,
             minutes,
-            training_minutes=round((time.perf_counter() - loop_started) / 60, 1),
+            training_minutes=round(training_minutes, 1),
             kind="controlnet",
         ),
     }

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -73,7 +73,7 @@ def load_demo(path: Path = DEMO_MODEL_PATH) -> dict[str, Any]:
     return components
 
 
-def _recipe(config: NetworkConfig, scheduler: Any) -> train.TrainConfig:
+def _recipe(config: FitConfig, scheduler: Any) -> train.TrainConfig:
     return train.TrainConfig(
         seed=config.seed,
         prediction=scheduler.config.prediction_type,
@@ -87,6 +87,17 @@ def _latents(components: dict[str, Any], scene_list: list[scenes.Scene], pixels:
     return train.encode_scenes(vae, pixels, train.TrainConfig()) * vae.config.scaling_factor
 
 
+class FitConfig(Protocol):
+    """What the training loop reads from a network's config (``NetworkConfig``, the ControlNet's)."""
+
+    seed: int
+    batch: int
+    warmup_steps: int
+    blind_from: int
+    top_share: float
+    log_every: int
+
+
 def _fit(
     components: dict[str, Any],
     latents: torch.Tensor,
@@ -95,11 +106,13 @@ def _fit(
     params: list[torch.nn.Parameter],
     steps: int,
     lr: float,
-    config: NetworkConfig,
+    config: FitConfig,
     phase: str,
     log: Log,
+    predict: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> float:
-    """The shared training loop: v (or noise) prediction through the frozen U-Net, ``params`` optimised."""
+    """The shared training loop: v (or noise) prediction through the frozen U-Net, ``params`` optimised.
+    ``predict(noisy, t, context, index)`` replaces the plain U-Net call (the ControlNet adds its residuals)."""
     unet, tokenizer = components["unet"], components["tokenizer"]
     alphas = components["scheduler"].alphas_cumprod.float()
     recipe = _recipe(config, components["scheduler"])
@@ -119,7 +132,8 @@ def _fit(
         noisy, target = train.noised(
             x0, noise, alphas[t][:, None, None, None], t >= recipe.blind_from, recipe.prediction
         )
-        pred = unet(noisy, t, encoder_hidden_states=encode(ids)).sample
+        context = encode(ids)
+        pred = predict(noisy, t, context, index) if predict else unet(noisy, t, encoder_hidden_states=context).sample
         loss = (((pred - target) ** 2).mean(dim=(1, 2, 3)) * weights[t]).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -131,7 +145,7 @@ def _fit(
     return (time.perf_counter() - started) / 60
 
 
-def _record(config: NetworkConfig, minutes: float, **extra: Any) -> str:
+def _record(config: Any, minutes: float, **extra: Any) -> str:
     return json.dumps(
         {
             "config": dataclasses.asdict(config),
