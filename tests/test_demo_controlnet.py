@@ -37,10 +37,8 @@ def _edges_of(corner: str):
     return scenes.render(scene)
 
 
-def _generate(service, seed: int, control=None):
-    units = []
-    if control is not None:
-        units = [{"model": "easel-demo-canny", "module": "canny", "image": control}]
+def _generate(service, seed: int, control):
+    units = [{"model": "easel-demo-canny", "module": "canny", "image": control}]
     defaults = service.defaults_for(None)  # the demo model's own size, steps, CFG and sampler
     request = GenerationRequest.build(
         **defaults, prompt="a red circle on a blue background", seed=seed, save_images=False, controlnet_units=units

@@ -122,6 +122,7 @@ def test_embeddings_are_read_only_when_a_prompt_names_them(service, disk_reads: 
     assert disk_reads == [] and notes == []  # no embedding named: no file read, however many there are
     _, _, notes = _run(service, "a bluish circle")
     assert set(disk_reads) <= {"bluish.pt"}  # only the named one (once, if this model has not learnt it yet)
+    assert "bluish" in service.engine.weights.active.embeddings  # ...and it was used
     assert "neverbroken" not in library.skipped and not any("neverbroken" in n for n in notes)
 
     image, _, notes = _run(service, "a neverbroken circle")
