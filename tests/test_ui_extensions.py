@@ -411,8 +411,22 @@ def test_the_page_has_the_extensions_tab_and_the_extensions_tabs_and_survives_a_
     filled = {o.elem_id: v for o, v in zip(load.outputs, load.fn(None), strict=True)}
     assert "could not build its tab" in _row(filled["extensions_table"], "bad-tab")
     assert service.plugins.get("bad-tab").tab_error.startswith("The extension 'bad-tab' could not build its tab")
+    rows = {row["name"]: row for row in _api(service).get("/sdapi/v1/extensions").json()}
+    assert rows["bad-tab"]["status"] == "enabled" and "could not build its tab 'Bad tab'" in rows["bad-tab"]["error"]
+    assert rows["image-stats"]["error"] == ""
     assert filled["extensions_watermark_setting_default_text"] == "LATER"
     assert filled["extensions_watermark_enabled"] is True
+
+
+def _api(service: GenerationService) -> Any:
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+
+    from webui.api import a1111
+
+    app = FastAPI()
+    app.include_router(a1111.build_router(service, {}, a1111.ApiOptions(service)))
+    return TestClient(app)
 
 
 def test_beyond_loopback_the_install_box_is_disabled_with_the_reason(tmp_path: Path) -> None:

@@ -387,7 +387,8 @@ def build_router(service: GenerationService, flags: dict[str, Any], options: Api
 
     @router.get("/extensions")
     def extensions() -> list[dict[str, Any]]:
-        """A1111's shape (git fields empty: Easel does not track them), one row per extension found."""
+        """A1111's shape (git fields empty: Easel does not track them), one row per extension found; ``error`` says
+        why it failed or was refused, and why one of its page tabs could not be built."""
         plugins = service.plugins
         return [
             {
@@ -399,7 +400,7 @@ def build_router(service: GenerationService, flags: dict[str, Any], options: Api
                 "commit_date": 0,
                 "enabled": ext.active,
                 "status": ext.status,
-                "error": ext.error,
+                "error": "; ".join(note for note in (ext.error, ext.tab_error) if note),
             }
             for ext in (plugins.extensions if plugins is not None else [])
         ]
