@@ -18,7 +18,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from webui.controlnet import preprocessors
-from webui.controlnet.units import MAX_UNITS, NO_MODEL, ControlNetUnit
+from webui.controlnet.preprocessors import MAX_RESOLUTION, MIN_RESOLUTION
+from webui.controlnet.units import DEFAULT_RESOLUTION, NO_MODEL, ControlNetUnit
 from webui.errors import InvalidRequest, from_validation_error
 from webui.images import decode_image, encode_png_base64
 from webui.service.service import GenerationService
@@ -59,8 +60,6 @@ def units_from_args(value: Any) -> list[ControlNetUnit]:
     args = value.get("args") if isinstance(value, dict) else value
     if not isinstance(args, list):
         raise InvalidRequest(ARGS_FIELD, "must be a list of ControlNet unit objects")
-    if len(args) > MAX_UNITS:
-        raise InvalidRequest(ARGS_FIELD, f"at most {MAX_UNITS} units, got {len(args)}")
     return [_unit(raw, f"{ARGS_FIELD}[{index}]") for index, raw in enumerate(args)]
 
 
@@ -90,44 +89,27 @@ def _unit(raw: Any, where: str) -> ControlNetUnit:
             data[name] = decode_image(data[name], f"{where}.{name}", mode=mode) if enabled else None
     data["enabled"] = enabled
     data.setdefault("model", NO_MODEL)
-    _reset_out_of_range(data, where)
     try:
-        return ControlNetUnit(**data)
+        unit = ControlNetUnit(**data)
     except ValidationError as exc:  # name the unit's field
         first = exc.errors()[0]
         if first["type"] == "extra_forbidden":
             field = ".".join(str(p) for p in first["loc"])
             raise InvalidRequest(f"{where}.{field}", "is not a ControlNet unit field Easel knows") from None
         raise from_validation_error(exc, where, "unit") from None
+    return _defaults_for_out_of_range(unit, where)
 
 
-def _reset_out_of_range(data: dict[str, Any], where: str) -> None:
+def _defaults_for_out_of_range(unit: ControlNetUnit, where: str) -> ControlNetUnit:
     """The extension's rule for its API: a resolution or threshold outside the preprocessor's range means its
     default (clients such as ``webuiapi`` send 64 for every threshold, whatever the module). Logged, as there."""
     try:
-        pre = preprocessors.find(str(data.get("module", "none")))
+        wrong = unit.out_of_range()
     except InvalidRequest:
-        return  # the unit's own check names the unknown module
-    res = data.get("processor_res")
-    if isinstance(res, int | float) and res != -1 and not 64 <= res <= 2048:
-        log.info("%s: processor_res %s out of range; using the default", where, res)
-        data["processor_res"] = -1
-    for name, slider in (("threshold_a", pre.threshold_a), ("threshold_b", pre.threshold_b)):
-        value = data.get(name)
-        if slider is None or not isinstance(value, int | float) or value == -1:
-            continue
-        if not slider.low <= value <= slider.high:
-            log.info(
-                "%s: %s %s outside %s's %g-%g; using %g",
-                where,
-                name,
-                value,
-                pre.name,
-                slider.low,
-                slider.high,
-                slider.default,
-            )
-            data[name] = -1
+        return unit  # an unknown module: the request's own check names it
+    for name, why in wrong:
+        log.info("%s.%s %s; using the default", where, name, why)
+    return unit.model_copy(update=dict.fromkeys((name for name, _ in wrong), -1)) if wrong else unit
 
 
 def unit_field(field: str) -> str | None:
@@ -156,7 +138,10 @@ def _sliders(pre: preprocessors.Preprocessor) -> list[dict[str, Any] | None]:
     """The extension's ``module_detail`` sliders: resolution first (when used), then its thresholds."""
     out: list[dict[str, Any] | None] = []
     if pre.uses_resolution:
-        out.append({"name": "Preprocessor Resolution", "value": 512, "min": 64, "max": 2048, "step": 8})
+        out.append(
+            {"name": "Preprocessor Resolution", "value": DEFAULT_RESOLUTION, "min": MIN_RESOLUTION,
+             "max": MAX_RESOLUTION, "step": 8}
+        )  # fmt: skip
     for slider in (pre.threshold_a, pre.threshold_b):
         if slider is not None:
             out.append({"name": slider.label, "value": slider.default, "min": slider.low, "max": slider.high})
@@ -221,22 +206,23 @@ def build_controlnet_router(service: GenerationService) -> APIRouter:
             raise InvalidRequest("controlnet_input_images", "give at least one base64 image")
         if body.controlnet_masks and len(body.controlnet_masks) != len(body.controlnet_input_images):
             raise InvalidRequest("controlnet_masks", "give one mask per input image, or none")
+        settings = ControlNetUnit(
+            enabled=False,
+            module=body.controlnet_module,
+            processor_res=body.controlnet_processor_res,
+            threshold_a=body.controlnet_threshold_a,
+            threshold_b=body.controlnet_threshold_b,
+            resize_mode=0,
+        )
+        settings = _defaults_for_out_of_range(settings, "detect")
         images = []
         for index, data in enumerate(body.controlnet_input_images):
             image = decode_image(data, f"controlnet_input_images[{index}]")
             mask = None
             if body.controlnet_masks:
                 mask = decode_image(body.controlnet_masks[index], f"controlnet_masks[{index}]", mode="L")
-            settings = {
-                "module": body.controlnet_module,
-                "processor_res": body.controlnet_processor_res,
-                "threshold_a": body.controlnet_threshold_a,
-                "threshold_b": body.controlnet_threshold_b,
-            }
-            _reset_out_of_range(settings, "detect")
-            unit = ControlNetUnit(enabled=False, image=image, mask=mask, resize_mode=0, **settings)
-            resolution = settings["processor_res"] if settings["processor_res"] != -1 else 512
-            width, height = _at_resolution(image.size, int(resolution))
+            unit = settings.model_copy(update={"image": image, "mask": mask})
+            width, height = _at_resolution(image.size, unit.resolution(0, 0, None))
             try:
                 detected = service.detect_map(unit, width, height, where="detect")
             except InvalidRequest as exc:
@@ -248,9 +234,7 @@ def build_controlnet_router(service: GenerationService) -> APIRouter:
 
 
 def _at_resolution(size: tuple[int, int], resolution: int) -> tuple[int, int]:
-    """The map's size: the short side at the preprocessor resolution (64-2048), both sides multiples of 8."""
-    if not 64 <= resolution <= 2048:
-        raise InvalidRequest("controlnet_processor_res", f"must be between 64 and 2048, got {resolution}")
+    """The map's size: the short side at the preprocessor resolution, both sides multiples of 8."""
     w, h = size
     scale = resolution / min(w, h)
     return max(8, round(w * scale / 8) * 8), max(8, round(h * scale / 8) * 8)

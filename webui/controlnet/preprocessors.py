@@ -37,6 +37,7 @@ from webui.controlnet import annotators as nets
 from webui.errors import GenerationFailed, InvalidRequest, ModelLoadError
 
 Array = np.ndarray
+MIN_RESOLUTION, MAX_RESOLUTION = 64, 2048  # the preprocessor resolution's range (the extension's slider)
 
 
 @dataclass(frozen=True)
@@ -373,8 +374,10 @@ def run(
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise InvalidRequest("image", f"expected an RGB image, got an array of shape {image.shape} ({image.dtype})")
     if pre.uses_resolution:
-        if not 64 <= resolution <= 2048:
-            raise InvalidRequest("processor_res", f"must be between 64 and 2048, got {resolution}")
+        if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
+            raise InvalidRequest(
+                "processor_res", f"must be between {MIN_RESOLUTION} and {MAX_RESOLUTION}, got {resolution}"
+            )
         image = resize_short_side(image, resolution)
     a = _value(pre.threshold_a, threshold_a, "threshold_a")
     b = _value(pre.threshold_b, threshold_b, "threshold_b")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from webui.choices import ResizeMode
 from webui.controlnet import preprocessors
+from webui.controlnet.preprocessors import MAX_RESOLUTION, MIN_RESOLUTION
 from webui.errors import InvalidRequest
 
 NO_MODEL = "None"
@@ -131,23 +132,38 @@ class ControlNetUnit(BaseModel):
                 f"must not be after guidance_end ({self.guidance_start:g} > {self.guidance_end:g})",
             )
         try:
-            pre = self.preprocessor
+            wrong = self.out_of_range()  # also finds the preprocessor: an unknown one is named here
         except InvalidRequest as exc:
             raise InvalidRequest(f"{where}.module", exc.message) from None
-        if self.processor_res != -1 and not 64 <= self.processor_res <= 2048:
-            raise InvalidRequest(
-                f"{where}.processor_res", f"must be -1 (the default) or between 64 and 2048, got {self.processor_res}"
+        for name, message in wrong:
+            raise InvalidRequest(f"{where}.{name}", message)
+        if self.enabled and (not self.model or self.model.strip() == NO_MODEL):
+            raise InvalidRequest(f"{where}.model", "choose a ControlNet model for an enabled unit")
+
+    def out_of_range(self) -> list[tuple[str, str]]:
+        """(field, why) for the preprocessor resolution and thresholds outside their ranges (-1 is "the default").
+        Easel's request refuses them; the extension's API (and so Easel's copy of it) falls back to the default."""
+        pre = self.preprocessor
+        found = []
+        res = self.processor_res
+        if res != -1 and not MIN_RESOLUTION <= res <= MAX_RESOLUTION:
+            found.append(
+                (
+                    "processor_res",
+                    f"must be -1 (the default) or between {MIN_RESOLUTION} and {MAX_RESOLUTION}, got {res}",
+                )
             )
         for name, slider in (("threshold_a", pre.threshold_a), ("threshold_b", pre.threshold_b)):
             value = getattr(self, name)
             if slider is not None and value != -1 and not slider.low <= value <= slider.high:
-                raise InvalidRequest(
-                    f"{where}.{name}",
-                    f"{slider.label} of '{pre.name}' must be between {slider.low:g} and {slider.high:g} "
-                    f"(or -1 for {slider.default:g}), got {value:g}",
+                found.append(
+                    (
+                        name,
+                        f"{slider.label} of '{pre.name}' must be between {slider.low:g} and {slider.high:g} "
+                        f"(or -1 for {slider.default:g}), got {value:g}",
+                    )
                 )
-        if self.enabled and (not self.model or self.model.strip() == NO_MODEL):
-            raise InvalidRequest(f"{where}.model", "choose a ControlNet model for an enabled unit")
+        return found
 
     # -- what it resolves to -----------------------------------------------------------------------------
     def resolution(self, width: int, height: int, image_size: tuple[int, int] | None) -> int:
@@ -192,7 +208,7 @@ def pixel_perfect_resolution(image_size: tuple[int, int], width: int, height: in
     raw_w, raw_h = image_size
     k_h, k_w = height / raw_h, width / raw_w
     scale = min(k_h, k_w) if mode is ResizeMode.RESIZE_AND_FILL else max(k_h, k_w)
-    return max(64, min(2048, round(scale * min(raw_w, raw_h))))
+    return max(MIN_RESOLUTION, min(MAX_RESOLUTION, round(scale * min(raw_w, raw_h))))
 
 
 _UNIT_FIELDS = {
