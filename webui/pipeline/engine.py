@@ -105,7 +105,6 @@ class Engine:
         self.previews = previews
         self._pipelines: dict[Mode, Any] = {}
         self._pipelines_model: ActiveModel | None = None  # a reference, not an id: ids are reused after free
-        self._step_hook: StepHook | None = None  # set for one generate() call
 
     def after_failure(self) -> None:
         """Free what a failed job left behind (an OOM's partial activations) before the next job starts."""
@@ -156,14 +155,10 @@ class Engine:
         adds fields to every image's infotext; ``step_hook`` sees (and may replace) the latents after each step
         (extensions' ``easel_denoising_step``)."""
         notes = [] if notes is None else notes
-        self._step_hook = step_hook
-        try:
-            if request.sd_upscale:
-                yield from self._sd_upscale(request, on_step, notes, maps, extra_infotext or {})
-                return
-            yield from self._generate(request, on_step, notes, maps, extra_infotext)
-        finally:
-            self._step_hook = None
+        if request.sd_upscale:
+            yield from self._sd_upscale(request, on_step, notes, maps, extra_infotext or {}, step_hook)
+            return
+        yield from self._generate(request, on_step, notes, maps, extra_infotext, step_hook)
 
     def _generate(
         self,
@@ -172,6 +167,7 @@ class Engine:
         notes: list[str],
         maps: list[Image.Image] | None,
         extra_infotext: dict[str, Any] | None = None,
+        step_hook: StepHook | None = None,
     ) -> Iterator[GeneratedImage]:
         # 1. Resolve the request against what is on disk and load or reuse the weights.
         model = self.weights.use(request.checkpoint)
@@ -207,7 +203,7 @@ class Engine:
                 extra["Lora hashes"] = ", ".join(f"{a.use.name}: {a.short_hash}" for a in applied)
             if words:
                 extra["TI hashes"] = ", ".join(f"{word}: {short}" for word, short in words)
-            passes = _Passes(control=control, plan=plan, control_hr=control_hr)
+            passes = _Passes(control=control, plan=plan, control_hr=control_hr, step_hook=step_hook)
             yield from self._batches(request, model, pipe, prepared, encoded, seeds, vae, extra, notes, on_step, passes)
         finally:
             self.weights.loras.deactivate(pipe)
@@ -219,6 +215,7 @@ class Engine:
         notes: list[str],
         maps: list[Image.Image] | None,
         extra_infotext: dict[str, Any],
+        step_hook: StepHook | None,
     ) -> Iterator[GeneratedImage]:
         """A1111's "SD upscale": the input upscaled, cut into overlapping tiles of the request's size, each tile
         img2img'd (its own crop is the "img2img input" of ControlNet units, so a tile ControlNet sees it), and the
@@ -254,7 +251,10 @@ class Engine:
                     }
                 )
                 step = _tile_steps(on_step, index, len(layout), iteration, request.n_iter)
-                made = list(self._generate(sub, step, notes if index == 0 else [], maps if index == 0 else None, extra))
+                first = index == 0
+                made = list(
+                    self._generate(sub, step, notes if first else [], maps if first else None, extra, step_hook)
+                )
                 if not made:  # the user skipped this image: the rest of its tiles too
                     break
                 pieces.extend(made)
@@ -356,7 +356,7 @@ class Engine:
             progress = _PassProgress(later=hires_run_steps(request, plan))
             try:
                 callback = self._step_callback(
-                    model, on_step, iteration, request.n_iter, conditioning, passes.control, progress
+                    model, on_step, iteration, request.n_iter, conditioning, passes.control, progress, passes.step_hook
                 )
                 latents = self._denoise(
                     pipe, model, conditioning, passes.control, batch_seeds, callback,
@@ -445,7 +445,7 @@ class Engine:
         pipe.scheduler = build_scheduler(model.scheduler_config, sampler, schedule, batch_seeds[0])
         progress.start_second()
         callback = self._step_callback(
-            model, on_step, iteration, request.n_iter, conditioning, passes.control_hr, progress
+            model, on_step, iteration, request.n_iter, conditioning, passes.control_hr, progress, passes.step_hook
         )
         return self._denoise(
             pipe, model, conditioning, passes.control_hr, batch_seeds, callback,
@@ -596,6 +596,7 @@ class Engine:
         conditioning: StepConditioning,
         control: ControlHook | None = None,
         progress: _PassProgress | None = None,
+        step_hook: StepHook | None = None,
     ) -> Callable[..., dict[str, Any]]:
         preview = self._previewer(model)
         sdxl = model.arch.family == "sdxl"
@@ -606,8 +607,8 @@ class Engine:
             if control is not None:
                 control.advance(i + 1, pipe.num_timesteps)
             replaced: dict[str, Any] = {}
-            if self._step_hook is not None:
-                new_latents = self._step_hook(i + 1, pipe.num_timesteps, iteration, float(t), tensors["latents"])
+            if step_hook is not None:
+                new_latents = step_hook(i + 1, pipe.num_timesteps, iteration, float(t), tensors["latents"])
                 if new_latents is not None:
                     replaced["latents"] = tensors["latents"] = new_latents
             if on_step is not None:
@@ -698,13 +699,14 @@ class Engine:
 
 @dataclass
 class _Passes:
-    """What each denoising pass of a job runs with: its ControlNet hook, and for hires fix the second pass's
-    plan, hook and conditioning."""
+    """What each denoising pass of a job runs with: its ControlNet hook, the extensions' step hook, and for hires
+    fix the second pass's plan, hook and conditioning."""
 
     control: ControlHook | None = None
     plan: hires.HiresPlan | None = None
     control_hr: ControlHook | None = None
     conditioning: StepConditioning | None = None
+    step_hook: StepHook | None = None  # extensions' easel_denoising_step
 
 
 def hires_run_steps(request: GenerationRequest, plan: hires.HiresPlan | None) -> int:

@@ -31,7 +31,7 @@ from typing import Any
 import pluggy
 
 from webui.errors import EaselError, InvalidRequest
-from webui.plugin_api import API_VERSION, PROJECT, App, Job, ModelInfo, Preprocessor, Setting, Step, Tab
+from webui.plugin_api import API_VERSION, PROJECT, App, Job, ModelInfo, PluginError, Preprocessor, Setting, Step, Tab
 from webui.plugins import hookspecs
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,8 @@ class ExtensionFailed(EaselError):
     def __init__(self, name: str, hook: str, exc: BaseException) -> None:
         self.extension = name
         self.hook = hook
-        detail = str(exc) if isinstance(exc, EaselError | _plugin_error()) else f"{type(exc).__name__}: {exc}"
+        detail = str(exc) if isinstance(exc, EaselError | PluginError) else f"{type(exc).__name__}: {exc}"
         super().__init__(f"extension '{name}' failed in {hook}: {detail}")
-
-
-def _plugin_error() -> type[Exception]:
-    from webui.plugin_api import PluginError
-
-    return PluginError
 
 
 @dataclass
