@@ -366,11 +366,36 @@ def test_preview_in_img2img_uses_the_tabs_image_and_in_inpaint_its_mask(service:
     mask = np.zeros((64, 64, 4), np.uint8)
     mask[:32] = 255  # the brush over the top half
     editor = {"background": _square(), "layers": [Image.fromarray(mask, "RGBA")], "composite": _square()}
-    inputs = {"editor": editor, "mask_upload": None, "inpainting_mask_invert": "Inpaint masked"}
     unit = _unit(image=None, module="inpaint")
-    update, _ = panel.preview_unit(service, Mode.INPAINT, 0, unit, 64, 64, inputs)
+    update, _ = panel.preview_unit(service, Mode.INPAINT, 0, unit, 64, 64, _inpaint_inputs(editor))
     marked = np.asarray(update["value"].convert("L"))
     assert marked[:32].max() == 0 and marked[32:].max() == 255  # the masked half is black, as the extension shows
+
+
+def _inpaint_inputs(editor: dict[str, Any], area: str = "Whole picture") -> dict[str, Any]:
+    """The inpaint tab's widgets a unit without an image reads, as the browser sends them."""
+    return {
+        "editor": editor,
+        "mask_upload": None,
+        "inpainting_mask_invert": "Inpaint masked",
+        "inpaint_full_res": area,
+        "inpaint_full_res_padding": 8.0,
+        "mask_blur": 0.0,
+    }
+
+
+def test_preview_in_inpaint_only_masked_shows_the_area_the_job_denoises(service: GenerationService) -> None:
+    grey = Image.new("RGB", (64, 64), (128, 128, 128))
+    mask = np.zeros((64, 64, 4), np.uint8)
+    mask[8:24, 8:24] = 255  # a 16 px square; with 8 px padding the job denoises (0, 0, 32, 32) at 64x64
+    editor = {"background": grey, "layers": [Image.fromarray(mask, "RGBA")], "composite": grey}
+    unit = _unit(image=None, module="inpaint")
+    black = {}
+    for area in ("Whole picture", "Only masked"):
+        update, _ = panel.preview_unit(service, Mode.INPAINT, 0, unit, 64, 64, _inpaint_inputs(editor, area))
+        black[area] = (np.asarray(update["value"].convert("L")) < 64).mean()  # grey is 128
+    assert black["Whole picture"] == pytest.approx(1 / 16)  # the mask as painted
+    assert black["Only masked"] == pytest.approx(1 / 4, abs=0.01)  # the crop, stretched to the tab's size
 
 
 def test_the_controlnet_tab_previews_and_hands_its_setting_to_a_unit(

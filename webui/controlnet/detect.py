@@ -11,12 +11,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from webui.choices import ResizeMode
 from webui.controlnet import preprocessors
 from webui.controlnet.units import ControlNetUnit
 from webui.errors import InvalidRequest
+from webui.pipeline import imageops
 
 Box = tuple[int, int, int, int]
 
@@ -106,6 +107,30 @@ def _crop_to(array: np.ndarray, size: tuple[int, int], box: Box, *, nearest: boo
     full = fit(array, size[0], size[1], ResizeMode.JUST_RESIZE, nearest=nearest)
     left, top, right, bottom = box
     return np.ascontiguousarray(full[top:bottom, left:right])
+
+
+def fallback_inputs(
+    image: Image.Image | None,
+    mask: Image.Image | None,
+    *,
+    invert: bool,
+    only_masked: bool,
+    padding: int,
+    blur: int,
+    width: int,
+    height: int,
+) -> tuple[Image.Image | None, Image.Image | None, tuple[tuple[int, int], Box] | None]:
+    """What a unit without an image of its own uses, as the extension does: (the img2img/inpaint input, the
+    inpaint mask as painted or inverted, and for "only masked" inpaint (input size, crop box) of the area the job
+    denoises). The engine and the page's preview both call this, so a preview shows the job's map."""
+    if mask is None:
+        return image, None, None
+    crop = None
+    if only_masked and image is not None:
+        hard, _soft = imageops.prepare_mask(mask, invert=invert, blur=blur)
+        region = imageops.masked_region(hard, padding, width, height)
+        crop = (image.size, region.box) if region is not None else None
+    return image, ImageOps.invert(mask.convert("L")) if invert else mask, crop
 
 
 def detect(

@@ -19,10 +19,10 @@ from typing import Any
 import diffusers
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from webui.controlnet.apply import ActiveUnit, ControlHook
-from webui.controlnet.detect import detect
+from webui.controlnet.detect import detect, fallback_inputs
 from webui.controlnet.units import ControlNetUnit, HiresOption
 from webui.errors import GenerationFailed, ImageSkipped
 from webui.networks.lora import LORA_KINDS, LoraUse
@@ -186,11 +186,11 @@ class Engine:
         self._set_vae_tiling(model, max(request.width, request.height, *((plan.width, plan.height) if plan else ())))
         # ControlNet units: per pass, since hires fix may leave a unit out of one ("Low res only"...).
         low = (lambda unit: unit.hr_option is not HiresOption.HIGH_RES_ONLY) if plan else (lambda unit: True)
-        control, control_info = self._controls(request, model, prepared, base_seed, maps, low)
+        control, control_info = self._controls(request, model, base_seed, maps, low)
         control_hr = None
         if plan is not None:
             high = lambda unit: unit.hr_option is not HiresOption.LOW_RES_ONLY  # noqa: E731
-            control_hr, _ = self._controls(request, model, prepared, base_seed, None, high, plan)
+            control_hr, _ = self._controls(request, model, base_seed, None, high, plan)
 
         # 3. Extra networks: the tags leave the text the encoder sees; LoRAs are on for this job only.
         encoded, uses = self._networks(request, notes)
@@ -269,7 +269,6 @@ class Engine:
         self,
         request: GenerationRequest,
         model: ActiveModel,
-        prepared: _Prepared,
         seed: int,
         maps: list[Image.Image] | None,
         include: Callable[[ControlNetUnit], bool],
@@ -283,10 +282,12 @@ class Engine:
             return None, {}
         base = dict(model.components["unet"].config)
         width, height = (plan.width, plan.height) if plan else (request.width, request.height)
-        crop = (prepared.original.size, prepared.region.box) if prepared.original and prepared.region else None
-        mask = request.mask
-        if mask is not None and request.inpainting_mask_invert:
-            mask = ImageOps.invert(mask.convert("L"))
+        image, mask, crop = fallback_inputs(
+            request.init_image, request.mask, invert=request.inpainting_mask_invert,
+            only_masked=request.mode is Mode.INPAINT and request.inpaint_full_res,
+            padding=request.inpaint_full_res_padding, blur=request.mask_blur, width=request.width,
+            height=request.height,
+        )  # fmt: skip
         active: list[ActiveUnit] = []
         info: dict[str, str] = {}
         for number, (index, unit) in enumerate(units):
@@ -295,7 +296,7 @@ class Engine:
                 width=width,
                 height=height,
                 where=f"controlnet_units[{index}]",
-                fallback_image=request.init_image,
+                fallback_image=image,
                 fallback_mask=mask,
                 crop=crop,
                 seed=seed,

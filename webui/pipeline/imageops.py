@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from webui.types import ResizeMode
+from webui.choices import ResizeMode
 
 LANCZOS = Image.Resampling.LANCZOS
 

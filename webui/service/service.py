@@ -263,6 +263,7 @@ class GenerationService:
         *,
         fallback_image: Any = None,
         fallback_mask: Any = None,
+        crop: Any = None,
         where: str = "controlnet_units[0]",
     ) -> DetectedMap:
         """The map a unit's ControlNet would see at ``width`` x ``height`` (the UI's preview, the API's detect):
@@ -279,6 +280,7 @@ class GenerationService:
                 where=where,
                 fallback_image=fallback_image,
                 fallback_mask=fallback_mask,
+                crop=crop,
                 annotators=self.settings.annotators_path,
             )
 

@@ -329,9 +329,9 @@ def preview_unit(
     where = f"controlnet_units[{index}]"
     try:
         unit = forms.control_unit({**raw, "enabled": False}, where, mode)
-        image, mask = forms.control_inputs(mode, inputs)
         size = _size(width, height)
-        detected = service.detect_map(unit, *size, fallback_image=image, fallback_mask=mask, where=where)
+        image, mask, crop = forms.control_inputs(mode, inputs, *size)
+        detected = service.detect_map(unit, *size, fallback_image=image, fallback_mask=mask, crop=crop, where=where)
     except Exception as exc:
         return KEEP, _failure(exc, "preview")
     return gr.update(value=detected.image, visible=True), message_html(_map_caption(unit.module, detected), "info")

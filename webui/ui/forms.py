@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from pydantic import ValidationError
 
 from webui.controlnet import preprocessors
+from webui.controlnet.detect import fallback_inputs
 from webui.controlnet.units import (
     NO_MODEL,
     ControlMode,
@@ -317,18 +318,26 @@ def control_unit(raw: Mapping[str, Any], where: str, mode: Mode = Mode.TXT2IMG) 
         raise from_validation_error(exc, where, "unit") from None
 
 
-def control_inputs(mode: Mode, values: Mapping[str, Any]) -> tuple[Image.Image | None, Image.Image | None]:
-    """(image, mask) a unit without its own image uses: img2img's input, or inpaint's with its mask, as the
-    extension does. txt2img has none."""
+def control_inputs(mode: Mode, values: Mapping[str, Any], width: int, height: int) -> tuple[Any, Any, Any]:
+    """(image, mask, crop) a unit without its own image uses, from the tab's widgets: img2img's input, or
+    inpaint's with its mask and, for "Only masked", the area the job will denoise (``detect.fallback_inputs``, the
+    engine's own rule). txt2img has none."""
     if mode is Mode.IMG2IMG:
-        return _image(values.get("init_image"), "init_image"), None
-    if mode is Mode.INPAINT:
-        image, painted = editor_image_and_mask(values.get("editor"))
-        mask = combine_masks(painted, _image(values.get("mask_upload"), "mask", mask=True), image)
-        if mask is not None and values.get("inpainting_mask_invert") == MASK_MODES[1]:
-            mask = ImageOps.invert(mask.convert("L"))
-        return image, mask
-    return None, None
+        return _image(values.get("init_image"), "init_image"), None, None
+    if mode is not Mode.INPAINT:
+        return None, None, None
+    image, painted = editor_image_and_mask(values.get("editor"))
+    mask = combine_masks(painted, _image(values.get("mask_upload"), "mask", mask=True), image)
+    return fallback_inputs(
+        image,
+        mask,
+        invert=values.get("inpainting_mask_invert") == MASK_MODES[1],
+        only_masked=values.get("inpaint_full_res") == INPAINT_AREAS[1],
+        padding=_integer(values, "inpaint_full_res_padding"),
+        blur=_integer(values, "mask_blur"),
+        width=width,
+        height=height,
+    )
 
 
 def page_unit_names(text: str, indices: Sequence[int]) -> str:

@@ -273,7 +273,14 @@ def build_generation_tab(mode: Mode, service: GenerationService, top: TopBar, mo
 _INPUTS = {
     Mode.TXT2IMG: (),
     Mode.IMG2IMG: ("init_image",),
-    Mode.INPAINT: ("editor", "mask_upload", "inpainting_mask_invert"),
+    Mode.INPAINT: (
+        "editor",
+        "mask_upload",
+        "inpainting_mask_invert",
+        "inpaint_full_res",
+        "inpaint_full_res_padding",
+        "mask_blur",
+    ),
 }
 
 
