@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import shutil
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from webui.controlnet import preprocessors
 from webui.errors import EaselError, InvalidRequest
 from webui.outputs.infotext import parse_infotext
 from webui.plugins.manager import PluginHost, api_compatible
 from webui.service.factory import create_service
+from webui.service.service import GenerationService
 from webui.settings import Settings
 from webui.types import GenerationRequest
 
@@ -98,9 +102,16 @@ def models(tmp_path: Path, tiny_sd1_ckpt: Path) -> Path:
     return tmp_path / "models"
 
 
-def _service(tmp_path: Path, models: Path, extensions: Path):
+@contextmanager
+def _running(tmp_path: Path, models: Path, extensions: Path) -> Iterator[GenerationService]:
+    """A started service with the extensions in ``extensions``, stopped after the block."""
     settings = Settings(models_dir=models, outputs_dir=tmp_path / "out", demo_model=False, extensions_dir=extensions)
-    return create_service(settings)
+    service = create_service(settings)
+    try:
+        yield service
+    finally:
+        service.stop()
+        preprocessors.unregister_extensions()  # the next test's built-in list is Easel's own
 
 
 def test_api_versions_are_checked_by_major_and_minor() -> None:
@@ -164,8 +175,7 @@ def test_faulty_extensions_are_listed_with_their_error_and_the_rest_load(tmp_pat
 def test_every_hook_runs_at_its_moment_and_changes_last_one_job(tmp_path: Path, models: Path) -> None:
     root = tmp_path / "extensions"
     write_extension(root, "recorder", RECORDER)
-    service = _service(tmp_path, models, root)
-    try:
+    with _running(tmp_path, models, root) as service:
         import easel_extensions.recorder as recorder  # the host imports a folder extension under this name
 
         assert ("model_loaded", "tiny.safetensors", "sd1") not in recorder.CALLS  # nothing loaded yet
@@ -193,15 +203,12 @@ def test_every_hook_runs_at_its_moment_and_changes_last_one_job(tmp_path: Path, 
         assert ("before_generation", "a red circle", 0, ", recorded") in calls
         assert plain.request.steps == 2
         assert service.plugins.infotext_read(info) == {"recorder": {"boost": 1}}
-    finally:
-        service.stop()
 
 
 def test_per_job_arguments_are_checked_by_name(tmp_path: Path, models: Path) -> None:
     root = tmp_path / "extensions"
     write_extension(root, "recorder", RECORDER)
-    service = _service(tmp_path, models, root)
-    try:
+    with _running(tmp_path, models, root) as service:
         cases = [
             ({"recorder": {"boost": 9}}, "extension_args.recorder.boost", "between 0 and 5"),
             ({"recorder": {"boost": "x"}}, "extension_args.recorder.boost", "a number"),
@@ -219,8 +226,6 @@ def test_per_job_arguments_are_checked_by_name(tmp_path: Path, models: Path) -> 
         again = PluginHost(root, tmp_path / "out", entry_points=False)  # saved in the data folder
         again.load()
         assert again.settings_of("recorder") == {"suffix": "!"}
-    finally:
-        service.stop()
 
 
 RAISES = """
@@ -283,8 +288,7 @@ def test_a_raising_hook_fails_only_its_job_naming_the_extension(
 ) -> None:
     root = tmp_path / "extensions"
     write_extension(root, "raiser", RAISES)
-    service = _service(tmp_path, models, root)
-    try:
+    with _running(tmp_path, models, root) as service:
         import easel_extensions.raiser as raiser
 
         raiser.FAIL.clear()
@@ -295,24 +299,19 @@ def test_a_raising_hook_fails_only_its_job_naming_the_extension(
         raiser.FAIL.clear()
         after = service.generate(_request(), timeout=120).images[0].image
         assert np.array_equal(np.asarray(before), np.asarray(after))  # the next job runs, untouched
-    finally:
-        service.stop()
 
 
 def test_observers_that_raise_are_logged_and_the_job_is_done(tmp_path: Path, models: Path) -> None:
     root = tmp_path / "extensions"
     write_extension(root, "raiser", RAISES)
-    service = _service(tmp_path, models, root)
-    try:
+    with _running(tmp_path, models, root) as service:
         import easel_extensions.raiser as raiser
 
         raiser.FAIL.clear()
         raiser.FAIL.update({"saved", "loaded"})
         result = service.generate(_request(), timeout=120)
         assert len(result.images) == 1 and result.images[0].path.is_file()
-    finally:
         raiser.FAIL.clear()
-        service.stop()
 
 
 def test_routes_are_served_under_the_extensions_prefix(tmp_path: Path, models: Path) -> None:
@@ -322,13 +321,10 @@ def test_routes_are_served_under_the_extensions_prefix(tmp_path: Path, models: P
 
     root = tmp_path / "extensions"
     write_extension(root, "recorder", RECORDER)
-    service = _service(tmp_path, models, root)
-    try:
+    with _running(tmp_path, models, root) as service:
         app = build_app(service)
         with TestClient(app) as client:
             assert client.get("/easel/v1/ext/recorder/ping").json() == {"pong": "recorder"}
-    finally:
-        service.stop()
 
 
 def test_disabled_extensions_stay_off_until_enabled_and_none_load_without_a_folder(tmp_path: Path) -> None:
@@ -373,14 +369,12 @@ def easel_controlnet_preprocessors():
 
 def test_an_extensions_preprocessors_run_like_the_built_in_ones(tmp_path: Path, models: Path) -> None:
     from tests.fixtures.tiny_controlnets import make_controlnet
-    from webui.controlnet import preprocessors
     from webui.controlnet.units import ControlNetUnit
 
     root = tmp_path / "extensions"
     write_extension(root, "maps", PREPROCESSOR)
     make_controlnet(models / "ControlNet", "sd1", seed=1, name="control_tiny.safetensors")
-    service = _service(tmp_path, models, root)
-    try:
+    with _running(tmp_path, models, root) as service:
         assert preprocessors.find("blue_only").extension == "maps"
         assert preprocessors.find("canny").extension == ""  # a taken name is refused, Easel's stays
         image = Image.new("RGB", (SIZE, SIZE), (10, 10, 200))
@@ -396,9 +390,6 @@ def test_an_extensions_preprocessors_run_like_the_built_in_ones(tmp_path: Path, 
             service.generate(_request(controlnet_units=units), timeout=120)
         units = [{"model": "control_tiny", "module": "blue_only", "image": image}]
         assert "Module: blue_only" in service.generate(_request(controlnet_units=units), timeout=120).images[0].infotext
-    finally:
-        service.stop()
-        preprocessors.unregister_extensions()
 
 
 STARTUP_RAISES = """
@@ -433,8 +424,7 @@ def test_a_start_up_hook_that_raises_disables_only_its_extension(
         STARTUP_RAISES.format(hook=hook, args=args),
     )
     write_extension(root, "recorder", RECORDER)
-    service = _service(tmp_path, models, root)
-    try:
+    with _running(tmp_path, models, root) as service:
         with TestClient(build_app(service)) as client:
             assert client.get("/easel/v1/ext/recorder/ping").json() == {"pong": "recorder"}
         service.plugins.tabs()  # the page asks for tabs while it is built
@@ -442,8 +432,6 @@ def test_a_start_up_hook_that_raises_disables_only_its_extension(
         assert bad.status == "failed" and f"RuntimeError: {hook} went wrong" in bad.error
         assert service.plugins.get("recorder").active
         assert len(service.generate(_request(), timeout=120).images) == 1
-    finally:
-        service.stop()
 
 
 def test_an_installed_package_registers_through_its_entry_point(
