@@ -16,6 +16,7 @@ from PIL import Image
 
 from tests.fixtures.services import running_service
 from tests.fixtures.tiny_controlnets import make_controlnet
+from tests.fixtures.tiny_models import make_lora
 from tests.fixtures.tiny_upscalers import save_upscaler, tiny_rrdb
 from webui.errors import InvalidRequest
 from webui.outputs.infotext import parse_infotext
@@ -31,6 +32,7 @@ def models(tmp_path_factory: pytest.TempPathFactory, tiny_sd1_ckpt: Path) -> Pat
     shutil.copy(tiny_sd1_ckpt, root / "Stable-diffusion" / "tiny.safetensors")
     make_controlnet(root / "ControlNet", "sd1", seed=1, name="control_tiny.safetensors")
     save_upscaler(tiny_rrdb(4, seed=1), root / "ESRGAN" / "4x-Tiny.pth", "original")
+    make_lora(root / "Lora" / "detail.safetensors", seed=1)
     return root
 
 
@@ -102,6 +104,29 @@ def test_hires_sampler_and_prompt_are_written_when_they_differ(service) -> None:
     assert info["Hires prompt"] == "a blue square"
     _, same, _ = _run(service)
     assert "Hires sampler" not in same and "Hires prompt" not in same
+
+
+def test_each_pass_runs_the_loras_of_its_own_prompt(service) -> None:
+    lora = "a red circle <lora:detail:1>"
+
+    def pixels(**fields) -> list[np.ndarray]:
+        result = service.generate(_request(hr_upscaler="Lanczos", **fields), timeout=120)
+        return [np.asarray(image.image, dtype=np.int16) for image in result.images]
+
+    def differ(a: np.ndarray, b: np.ndarray) -> bool:
+        return float(np.abs(a - b).mean()) > 0.5
+
+    (plain,) = pixels()
+    second_only = pixels(hr_prompt=lora, n_iter=2)
+    (both,) = pixels(prompt=lora)  # an empty hires prompt is the first's: the LoRA in both passes
+    (first_only,) = pixels(prompt=lora, hr_prompt="a red circle")
+    assert differ(second_only[0], plain) and differ(second_only[0], both)  # on in the second pass alone
+    assert differ(first_only, both) and differ(first_only, plain) and differ(first_only, second_only[0])
+    (next_seed,) = pixels(hr_prompt=lora, seed=6)
+    assert np.array_equal(second_only[1], next_seed)  # the second batch's first pass ran without it again
+    _, info, _ = _run(service, hr_prompt=lora)
+    assert info["Lora hashes"].startswith("detail: ")
+    assert np.array_equal(pixels()[0], plain)  # and nothing stays on after the job
 
 
 def test_controlnet_units_follow_their_hires_option(service) -> None:

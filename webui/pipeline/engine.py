@@ -193,17 +193,22 @@ class Engine:
             control_hr, _ = self._controls(request, model, base_seed, None, high, plan)
 
         # 3. Extra networks: the tags leave the text the encoder sees; LoRAs are on for this job only.
-        encoded, uses = self._networks(request, notes)
+        encoded, uses, hr_uses = self._networks(request, plan is not None, notes)
         try:
             applied = self.weights.loras.apply(model, pipe, uses)
+            if hr_uses is not None:  # the hires prompts' LoRAs differ: attach them now, so a bad one fails first
+                applied += self.weights.loras.apply(model, pipe, hr_uses)
             texts = [encoded.prompt, encoded.negative_prompt, encoded.hr_prompt, encoded.hr_negative_prompt]
             words = self.weights.embeddings.prepare(model, pipe, [t for t in texts if t], notes)
             extra: dict[str, Any] = {**control_info, **(extra_infotext or {})}
             if applied:
-                extra["Lora hashes"] = ", ".join(f"{a.use.name}: {a.short_hash}" for a in applied)
+                hashes = {a.use.name: a.short_hash for a in applied}
+                extra["Lora hashes"] = ", ".join(f"{name}: {short}" for name, short in hashes.items())
             if words:
                 extra["TI hashes"] = ", ".join(f"{word}: {short}" for word, short in words)
             passes = _Passes(control=control, plan=plan, control_hr=control_hr, step_hook=step_hook)
+            if hr_uses is not None:
+                passes.loras, passes.loras_hr = uses, hr_uses
             yield from self._batches(request, model, pipe, prepared, encoded, seeds, vae, extra, notes, on_step, passes)
         finally:
             self.weights.loras.deactivate(pipe)
@@ -315,17 +320,26 @@ class Engine:
                 )
         return (ControlHook(active, guided=request.cfg_scale > 1.0) if active else None), info
 
-    def _networks(self, request: GenerationRequest, notes: list[str]) -> tuple[GenerationRequest, list[LoraUse]]:
-        """The request as the text encoder sees it (no ``<...>`` tags) and the LoRAs its prompts ask for."""
+    def _networks(
+        self, request: GenerationRequest, hires_on: bool, notes: list[str]
+    ) -> tuple[GenerationRequest, list[LoraUse], list[LoraUse] | None]:
+        """The request as the text encoder sees it (no ``<...>`` tags), the LoRAs its prompts ask for, and with
+        hires fix on the LoRAs of the second pass's prompts when they differ (None: the same), as A1111 switches
+        them between passes. An empty hires prompt is the first pass's."""
         prompt, positive = extract_networks(request.prompt, "prompt")
         negative, negative_tags = extract_networks(request.negative_prompt, "negative_prompt")
-        uses: list[LoraUse] = []
-        for tag in positive + negative_tags:
-            if tag.kind in LORA_KINDS:
-                uses.append(LoraUse(tag.name, tag.te_weight, tag.unet_weight))
-            else:
-                notes.append(f"ignored <{tag.kind}:{tag.name}>: Easel has no '{tag.kind}' networks")
-        return request.model_copy(update={"prompt": prompt, "negative_prompt": negative}), uses
+        uses = _lora_uses(positive + negative_tags, notes)
+        hr_uses = None
+        if hires_on and (request.hr_prompt or request.hr_negative_prompt):
+            if request.hr_prompt:
+                positive = extract_networks(request.hr_prompt, "hr_prompt")[1]
+            if request.hr_negative_prompt:
+                negative_tags = extract_networks(request.hr_negative_prompt, "hr_negative_prompt")[1]
+            hr_notes: list[str] = []
+            second = _lora_uses(positive + negative_tags, hr_notes)
+            notes.extend(note for note in hr_notes if note not in notes)
+            hr_uses = second if second != uses else None
+        return request.model_copy(update={"prompt": prompt, "negative_prompt": negative}), uses, hr_uses
 
     def _batches(
         self,
@@ -342,13 +356,16 @@ class Engine:
         passes: _Passes,
     ) -> Iterator[GeneratedImage]:
         sampler_name, schedule = schedule_label(request.sampler_name, request.scheduler)
-        conditioning = self._conditioning(pipe, model, encoded, prepared, request.batch_size)  # once per job
         plan = passes.plan
-        if plan is not None:
+        if plan is not None:  # encoded first: the second pass's LoRAs (still on) change its text encoder
             hr_sampler, hr_schedule = self._hires_sampler(request)
             extra = {**hires.infotext_params(request, plan, *schedule_label(hr_sampler, hr_schedule)), **extra}
             passes.conditioning = self._hires_conditioning(model, encoded, request, plan)
+        self._switch_loras(model, pipe, passes.loras)
+        conditioning = self._conditioning(pipe, model, encoded, prepared, request.batch_size)  # once per job
         for iteration in range(request.n_iter):
+            if iteration:
+                self._switch_loras(model, pipe, passes.loras)
             batch_seeds = seeds[iteration * request.batch_size : (iteration + 1) * request.batch_size]
             # 3. Denoise: one scheduler per batch, CPU noise per image so a seed reproduces on any device.
             pipe.scheduler = build_scheduler(
@@ -389,6 +406,12 @@ class Engine:
                     extra=extra,
                 )
                 yield GeneratedImage(image=image, seed=seed, infotext=infotext)
+
+    def _switch_loras(self, model: ActiveModel, pipe: Any, uses: list[LoraUse] | None) -> None:
+        """Turn on one pass's LoRAs when a hires job's passes ask for different ones (None: nothing to switch).
+        They are attached before the job starts, so this only sets the adapters' weights."""
+        if uses is not None:
+            self.weights.loras.apply(model, pipe, uses)
 
     @staticmethod
     def _tensor_inputs(model: ActiveModel) -> list[str]:
@@ -444,6 +467,7 @@ class Engine:
                 ]
         sampler, schedule = self._hires_sampler(request)
         pipe.scheduler = build_scheduler(model.scheduler_config, sampler, schedule, batch_seeds[0])
+        self._switch_loras(model, pipe, passes.loras_hr)
         progress.start_second()
         callback = self._step_callback(
             model, on_step, iteration, request.n_iter, conditioning, passes.control_hr, progress, passes.step_hook
@@ -701,13 +725,26 @@ class Engine:
 @dataclass
 class _Passes:
     """What each denoising pass of a job runs with: its ControlNet hook, the extensions' step hook, and for hires
-    fix the second pass's plan, hook and conditioning."""
+    fix the second pass's plan, hook, conditioning and, when its prompts ask for other LoRAs, both passes' sets."""
 
     control: ControlHook | None = None
     plan: hires.HiresPlan | None = None
     control_hr: ControlHook | None = None
     conditioning: StepConditioning | None = None
     step_hook: StepHook | None = None  # extensions' easel_denoising_step
+    loras: list[LoraUse] | None = None  # None: the job's LoRAs stay on for both passes
+    loras_hr: list[LoraUse] | None = None
+
+
+def _lora_uses(tags: list[Any], notes: list[str]) -> list[LoraUse]:
+    """The LoRAs among a prompt's network tags; another kind is noted as ignored."""
+    uses: list[LoraUse] = []
+    for tag in tags:
+        if tag.kind in LORA_KINDS:
+            uses.append(LoraUse(tag.name, tag.te_weight, tag.unet_weight))
+        else:
+            notes.append(f"ignored <{tag.kind}:{tag.name}>: Easel has no '{tag.kind}' networks")
+    return uses
 
 
 def hires_run_steps(request: GenerationRequest, plan: hires.HiresPlan | None) -> int:
